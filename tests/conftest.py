@@ -1,0 +1,42 @@
+"""Shared fixtures: a local Ray cluster sized for a 2-core machine, and a tiny dictionary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from creason.data.dictionary import DataDictionary
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the whole session (starting one costs ~10 s)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+TINY_VARIABLES = [
+    dict(name="pid", display_name="Patient", section="Admin/Identity", kind="identifier"),
+    dict(name="onset", display_name="Sepsis onset", section="Timeline/Events", kind="datetime"),
+    dict(name="admitted", display_name="Admission", section="Timeline/Events", kind="datetime"),
+    dict(name="sex", display_name="Sex", section="Baseline/Demographics", kind="categorical", values=["Female", "Male"]),
+    dict(name="site", display_name="Infection site", section="Infection/Site", kind="categorical",
+         values=["Lung", "Urine", "Abdomen", "Skin", "Other", "CNS"]),
+    dict(name="lactate", display_name="Lactate", unit="mmol/L", section="Labs/First", kind="numeric", min=0, max=30, decimals=1),
+    dict(name="lactate_copy", display_name="Lactate (point of care)", unit="mmol/L", section="Labs/First", kind="numeric",
+         min=0, max=30, decimals=1),
+    dict(name="gcs", display_name="GCS", section="Vitals/First", kind="numeric", min=3, max=15, decimals=0),
+    dict(name="shock", display_name="Septic shock", section="Severity/Shock", kind="categorical", values=["No", "Yes"]),
+    dict(name="death", display_name="Hospital mortality", section="Outcomes/Mortality", kind="categorical",
+         values=["No", "Yes"], outcome=True, question="Did the patient die in hospital?"),
+]
+
+
+@pytest.fixture
+def tiny_dictionary() -> DataDictionary:
+    return DataDictionary.model_validate(dict(name="tiny", patient_id="pid", time_zero="onset", variables=TINY_VARIABLES))

@@ -1,0 +1,70 @@
+import pytest
+
+from creason.cli import main
+from creason.config import ConfigError, CreasonConfig, load_config
+
+
+def test_shipped_quickstart_loads_and_overrides_apply():
+    cfg = load_config("quickstart", ["data.num_patients=5000", "questions.mi_cutoff=0.4", "data.profile=full"])
+    assert cfg.data.num_patients == 5000
+    assert cfg.questions.mi_cutoff == 0.4
+    assert cfg.data.profile == "full"
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"data\.num_patiens: unknown key"):
+        load_config("quickstart", ["data.num_patiens=5000"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"data\.num_patients: .*integer"):
+        load_config("quickstart", ["data.num_patients=many"])
+
+
+def test_key_below_a_value_is_named():
+    with pytest.raises(ConfigError, match=r"seed: Input should be a valid integer"):
+        load_config(None, ["seed.x=1"])
+    with pytest.raises(ConfigError, match=r"seed: is a value, cannot set seed\.x"):
+        load_config(None, ["seed=1", "seed.x=1"])
+
+
+def test_override_needs_equals_sign():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(None, ["data.num_patients"])
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match=r"questions\.split"):
+        load_config(None, ["questions.split.train=0.5"])
+
+
+def test_unknown_key_in_yaml_file_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  num_patients: 10\n  colour: blue\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.colour: unknown key"):
+        load_config(path)
+
+
+def test_cli_reports_bad_override_and_exits_2(capsys):
+    assert main(["show-config", "--set", "questions.max_options=9"]) == 2
+    err = capsys.readouterr().err
+    assert "questions.max_options" in err
+
+
+def test_cli_show_config_prints_defaults(capsys):
+    assert main(["show-config", "--set", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 7" in out and "num_patients:" in out
+
+
+def test_every_field_is_documented():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                yield from walk(annotation)
+            elif model.__name__ != "SplitConfig":
+                yield f"{model.__name__}.{name}", field.description
+
+    undocumented = [name for name, doc in walk(CreasonConfig) if not doc]
+    assert undocumented == []

@@ -1,0 +1,98 @@
+"""The whole build on a local Ray cluster: synthetic and user files, outputs and failures."""
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from creason.config import load_config
+from creason.contracts import Question
+from creason.data.export import write_synthetic_registry
+from creason.data.pipeline import build_question_set
+from creason.data.registry import RegistryError
+
+pytestmark = pytest.mark.ray
+
+
+def _read(out: Path, split: str):
+    return pq.read_table(sorted((out / "questions" / split).glob("*.parquet"))).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def built(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    cfg = load_config("quickstart", [f"output_dir={out}", "data.num_patients=3000", "data.block_size=500", "data.profile=full"])
+    return out, build_question_set(cfg)
+
+
+def test_outputs_match_manifest_and_contract(built):
+    out, manifest = built
+    assert json.loads((out / "questions" / "manifest.json").read_text())["total_questions"] == manifest["total_questions"]
+    total = 0
+    for split in ("train", "validation", "test"):
+        rows = _read(out, split)
+        assert len(rows) == sum(manifest["counts"][split].values())
+        assert {r["extra_info"]["split"] for r in rows} == {split}
+        total += len(rows)
+        for row in rows[:50]:
+            Question.model_validate(row)
+    assert total == manifest["total_questions"] == 6000
+    assert set(manifest["seconds"]) == {"ingest", "statistics", "mutual_information", "questions"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert not (out / "questions" / "_prepared").exists()
+
+
+def test_no_patient_in_two_splits(built):
+    out, _ = built
+    seen = {}
+    for split in ("train", "validation", "test"):
+        for row in _read(out, split):
+            assert seen.setdefault(row["extra_info"]["patient"], split) == split
+
+
+def test_same_questions_with_other_blocks_and_workers(built, ray_local, tmp_path):
+    out, _ = built
+    cfg = load_config("quickstart", [f"output_dir={tmp_path}", "data.num_patients=3000", "data.block_size=500",
+                                     "data.profile=full", "ray.data_concurrency=1"])
+    build_question_set(cfg)
+    by_id = lambda rows: {r["extra_info"]["question_id"]: r for r in rows}  # noqa: E731
+    for split in ("train", "test"):
+        assert by_id(_read(tmp_path, split)) == by_id(_read(out, split))
+
+
+def test_user_csv_registry_with_canaries(ray_local, tmp_path):
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.num_patients=1200", "data.block_size=400"])
+    csv_path = write_synthetic_registry(cfg, tmp_path / "registry.csv")
+    table = pcsv.read_csv(csv_path)
+    ids = table.column("patient_id").to_pylist()
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.source=files", f"data.paths=[{csv_path}]"])
+    manifest = build_question_set(cfg)
+    assert manifest["total_questions"] == 2400
+    text = (tmp_path / "run" / "questions").glob("*/*.parquet")
+    prompts = " ".join(str(r["prompt"]) for p in text for r in pq.read_table(p).to_pylist())
+    assert not any(i in prompts for i in ids[:200])
+    assert "T0" not in prompts and "2019-" not in prompts and "2024-" not in prompts
+
+
+def test_bad_user_file_fails_naming_row_and_column_and_writes_nothing(ray_local, tmp_path):
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.num_patients=300", "data.block_size=300"])
+    csv_path = write_synthetic_registry(cfg, tmp_path / "registry.csv")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    rows[5][rows[0].index("lactate")] = "high"  # data row 5, file line 6
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.source=files", f"data.paths=[{csv_path}]"])
+    with pytest.raises(RegistryError, match=r"row 5 \(line 6\), column 'lactate': value 'high'"):
+        build_question_set(cfg)
+    assert not (tmp_path / "run" / "questions").exists()
+
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.source=files", f"data.paths=[{csv_path}]",
+                                     "data.on_bad_row=reject"])
+    manifest = build_question_set(cfg)
+    rejected = [json.loads(line) for line in (tmp_path / "run" / "questions" / "rejected_rows.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["column"]) for r in rejected] == [(5, "lactate")]
+    assert manifest["statistics_sample"]["rows"] == 299
