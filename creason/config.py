@@ -101,6 +101,98 @@ class RayConfig(_Section):
     data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
 
 
+class ModelConfig(_Section):
+    """The policy model."""
+
+    path: str | None = Field(
+        None, description="Hugging Face model folder or name; None: SmolLM2-135M-Instruct from `creason fetch-model`."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Training and rollout precision (fp32 on CPUs: bf16 is ~8x slower there; bf16 on GPUs)."
+    )
+
+
+class RewardTerm(_Section):
+    path: str = Field(description="Dotted path of a reward callable `(completions, ground_truth, **kw) -> list[float]`.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+
+class RolloutConfig(_Section):
+    """Sampling completions with vLLM rollout actors."""
+
+    backend: Literal["vllm", "hf"] = Field("vllm", description="`vllm` (default) or the Hugging Face `generate` fallback.")
+    num_actors: int = Field(1, ge=1, description="Rollout actors, each owning one engine; prompts are spread over them.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves (also its torch threads).")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves (tensor parallel is per actor).")
+    group_size: int = Field(7, ge=2, description="Completions sampled per prompt (G; the study used 7).")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature (the study: 0.9).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_new_tokens: int = Field(512, ge=1, description="Completion length limit; longer completions are truncated.")
+    max_model_len: int = Field(2048, ge=64, description="Prompt plus completion limit of the engine.")
+    kv_cache_gib: float = Field(
+        0.5, gt=0, description="KV cache per engine, set explicitly (on CPU the default is a fraction of all host memory)."
+    )
+    weight_sync: Literal["object_store", "nccl"] = Field(
+        "object_store", description="How new weights reach the actors: Ray object store + in-place reload, or NCCL (GPU)."
+    )
+
+
+class AlgorithmConfig(_Section):
+    """GRPO: advantages, loss, KL and rewards."""
+
+    advantage: Literal["grpo", "dr_grpo", "grpo_batch_std"] = Field(
+        "grpo", description="Group-relative advantage: group std (GRPO), none (Dr. GRPO), or batch std."
+    )
+    eps_low: float = Field(0.2, ge=0, description="Lower ratio clip: ratio >= 1 - eps_low.")
+    eps_high: float = Field(0.2, ge=0, description="Upper ratio clip: ratio <= 1 + eps_high (0.28 is DAPO's clip-higher).")
+    mu: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts.")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean"] = Field(
+        "token_mean", description="Average the loss over all tokens (default) or per sequence then over sequences."
+    )
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model; 0 skips the reference model.")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (k3: Schulman's unbiased, positive).")
+    ref_refresh_every: int = Field(0, ge=0, description="Mix the policy into the reference every k steps (0: never; study: 64).")
+    ref_refresh_alpha: float = Field(0.9, ge=0, le=1, description="ref = alpha * policy + (1 - alpha) * ref at a refresh.")
+    filter_zero_variance: bool = Field(False, description="Drop groups whose rewards are all equal (dynamic sampling).")
+    truncation: Literal["mask", "penalty", "none"] = Field(
+        "mask", description="Completions cut at max_new_tokens: left out of the loss, penalised, or kept."
+    )
+    truncation_penalty: float = Field(0.0, description="Reward given to a truncated completion when truncation is `penalty`.")
+    rewards: list[RewardTerm] = Field(
+        default_factory=lambda: [RewardTerm(path="creason.rewards:boxed_letter_reward")],
+        description="Weighted reward functions; the study's: 1 when the first \\boxed{} letter is right.",
+    )
+
+
+class TrainConfig(_Section):
+    """The training run: data, scale, optimisation, checkpoints."""
+
+    questions_dir: str | None = Field(None, description="Question Parquet folder; None: `<output_dir>/questions`.")
+    question_kinds: list[Literal["masked_value", "outcome"]] = Field(
+        default_factory=lambda: ["masked_value"], description="Question kinds trained on (outcome ones measure transfer)."
+    )
+    steps: int = Field(100, ge=1, description="Optimizer steps.")
+    prompts_per_step: int = Field(8, ge=1, description="Prompts per step; each gets `rollout.group_size` completions.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel).")
+    cpus_per_worker: float = Field(0.5, gt=0, description="Logical CPUs each worker reserves.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker uses (0 on CPU).")
+    threads_per_worker: int = Field(1, ge=1, description="torch threads per worker (real cores, not logical CPUs).")
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate (study: 1e-6).")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps of linear warm-up before the cosine decay.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    micro_batch_size: int = Field(4, ge=1, description="Sequences per forward/backward pass on a worker.")
+    placement: Literal["colocated", "separate"] = Field(
+        "colocated", description="Actors and workers share one pool of devices and take turns, or use separate pools."
+    )
+    checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    eval_every: int = Field(0, ge=0, description="Steps between greedy validation accuracy checks (0: never).")
+    eval_questions: int = Field(32, ge=1, description="Validation questions per check.")
+    max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray Train may do (-1: unlimited).")
+
+
 class CreasonConfig(_Section):
     """Root of the configuration."""
 
@@ -108,6 +200,10 @@ class CreasonConfig(_Section):
     output_dir: str = Field("runs/quickstart", description="Where every stage writes its outputs.")
     data: DataConfig = Field(default_factory=DataConfig)
     questions: QuestionsConfig = Field(default_factory=QuestionsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
 

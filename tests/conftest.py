@@ -40,3 +40,19 @@ TINY_VARIABLES = [
 @pytest.fixture
 def tiny_dictionary() -> DataDictionary:
     return DataDictionary.model_validate(dict(name="tiny", patient_id="pid", time_zero="onset", variables=TINY_VARIABLES))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The converted SmolLM2-135M-Instruct folder (`creason fetch-model`, done by `make setup`)."""
+    from creason.models.fetch import fetch_default_model
+
+    return fetch_default_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_dir, tmp_path_factory):
+    """A random 2-layer Llama with the SmolLM2 tokenizer (and chat template)."""
+    from creason.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", smollm2_dir)

@@ -1,0 +1,39 @@
+"""A tiny Llama with random weights and the SmolLM2 tokenizer: fast end-to-end tests of the real
+stack (vLLM, DeepSpeed, Ray Train) without hub access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_model(out_dir: str | Path, tokenizer_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """Write a random `LlamaForCausalLM` (about 3.3M parameters, float32) with the tokenizer of
+    `tokenizer_dir` into `out_dir`; returns `out_dir`. Idempotent."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out

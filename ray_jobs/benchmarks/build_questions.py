@@ -1,0 +1,122 @@
+"""Benchmark: registry rows in, question Parquet out.
+
+Each run is `creason build-questions` in its own process (a fresh local Ray cluster), while a
+monitor samples the summed PSS of that process and all its descendants (driver, raylet, GCS,
+workers, object store): the peak memory of the whole cluster.
+
+    python ray_jobs/benchmarks/build_questions.py --patients 100000 --million --out docs/bench_build.json
+
+Prints a Markdown table; compare ratios from one run (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+
+def tree_pss(root: psutil.Process) -> int:
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def run_build(patients: int, profile: str, concurrency: int, block_size: int) -> dict:
+    """One build in a subprocess; returns the manifest's timings plus wall time and peak memory."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "creason.cli", "build-questions", "--set", f"output_dir={out}",
+               "--set", f"data.num_patients={patients}", "--set", f"data.profile={profile}",
+               "--set", f"data.block_size={block_size}", "--set", f"ray.data_concurrency={concurrency}"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak, ps = 0, psutil.Process(proc.pid)
+        stop = threading.Event()
+
+        def sample():
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, tree_pss(ps))
+                time.sleep(0.5)
+
+        monitor = threading.Thread(target=sample, daemon=True)
+        monitor.start()
+        rc = proc.wait()
+        stop.set()
+        monitor.join()
+        wall = time.perf_counter() - start
+        if rc != 0:
+            raise RuntimeError(f"build failed ({rc}): {' '.join(cmd)}")
+        manifest = json.loads((Path(out) / "questions" / "manifest.json").read_text())
+    seconds = manifest["seconds"]
+    pipeline = sum(seconds.values())
+    after_ingest = pipeline - seconds["ingest"]
+    return {
+        "patients": patients, "profile": profile, "workers": concurrency, "questions": manifest["total_questions"],
+        "seconds": seconds, "pipeline_s": pipeline, "process_wall_s": wall, "peak_pss_gib": peak / 2**30,
+        "questions_per_s": manifest["total_questions"] / pipeline,
+        "questions_per_s_from_rows": manifest["total_questions"] / after_ingest,
+        "question_phase_per_s": manifest["total_questions"] / seconds["questions"],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| patients | profile | workers | questions | ingest s | stats s | MI s | questions s | q/s end to end "
+            "| q/s rows in (after generation) | peak memory GiB |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        s = r["seconds"]
+        lines.append(f"| {r['patients']:,} | {r['profile']} | {r['workers']} | {r['questions']:,} | {s['ingest']:.1f} | "
+                     f"{s['statistics']:.1f} | {s['mutual_information']:.1f} | {s['questions']:.1f} | "
+                     f"{r['questions_per_s']:,.0f} | {r['questions_per_s_from_rows']:,.0f} | {r['peak_pss_gib']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--block-size", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating 1- and 2-worker runs for the scaling ratio")
+    parser.add_argument("--million", action="store_true", help="also build from 1,000,000 patients")
+    parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
+    args = parser.parse_args()
+
+    rows = []
+    for profile in ("compact", "full"):
+        rows.append(run_build(args.patients, profile, 2, args.block_size))
+    scaling = {1: [], 2: []}
+    for _ in range(args.repeats):  # interleaved, so background load hits both alike
+        for workers in (1, 2):
+            r = run_build(args.patients, "compact", workers, args.block_size)
+            scaling[workers].append(r)
+            rows.append(r)
+    if args.million:
+        rows.append(run_build(1_000_000, "compact", 2, 25_000))
+
+    best = {w: min(r["seconds"]["questions"] for r in runs) for w, runs in scaling.items()}
+    best_ingest = {w: min(r["seconds"]["ingest"] for r in runs) for w, runs in scaling.items()}
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.node()} ({psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB), {when}"
+    print(f"\n{machine}\n\n{markdown(rows)}\n")
+    print(f"1 -> 2 workers: question phase {best[1] / best[2]:.2f}x, ingest (generation) phase "
+          f"{best_ingest[1] / best_ingest[2]:.2f}x (best of {args.repeats} each)")
+    if args.out:
+        args.out.write_text(json.dumps({"machine": machine, "runs": rows, "scaling_question_phase": best[1] / best[2],
+                                        "scaling_ingest_phase": best_ingest[1] / best_ingest[2]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
