@@ -45,9 +45,9 @@ class DataConfig(_Section):
 class SplitConfig(_Section):
     """Fractions of patients per split (a patient is in exactly one)."""
 
-    train: float = Field(0.8, ge=0, le=1)
-    validation: float = Field(0.1, ge=0, le=1)
-    test: float = Field(0.1, ge=0, le=1)
+    train: float = Field(0.8, ge=0, le=1, description="Share of patients in the training split.")
+    validation: float = Field(0.1, ge=0, le=1, description="Share of patients in the validation split.")
+    test: float = Field(0.1, ge=0, le=1, description="Share of patients in the test split.")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> "SplitConfig":

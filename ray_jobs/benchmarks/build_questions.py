@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--block-size", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2, help="alternating 1- and 2-worker runs for the scaling ratio")
+    parser.add_argument("--scaling-patients", type=int, default=1_000_000,
+                        help="size of the scaling runs: large enough that per-task overhead does not dominate")
     parser.add_argument("--million", action="store_true", help="also build from 1,000,000 patients")
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> None:
     scaling = {1: [], 2: []}
     for _ in range(args.repeats):  # interleaved, so background load hits both alike
         for workers in (1, 2):
-            r = run_build(args.patients, "compact", workers, args.block_size)
+            r = run_build(args.scaling_patients, "compact", workers, 25_000)
             scaling[workers].append(r)
             rows.append(r)
     if args.million:
