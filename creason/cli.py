@@ -50,6 +50,16 @@ def print_build_summary(manifest: dict, out: Path) -> None:
           f"({total / max(wall, 1e-9):,.0f} questions/s end to end)")
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from creason.train.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    print(f"\ntraining finished at step {result.metrics.get('step')}; checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    print(f"metrics: {Path(cfg.output_dir) / 'train' / 'metrics.jsonl'}")
+    return 0
+
+
 def cmd_generate_registry(args: argparse.Namespace) -> int:
     from creason.data.export import write_synthetic_registry
 
@@ -67,12 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("show-config", cmd_show_config, "print the resolved configuration as YAML"),
         ("build-questions", cmd_build_questions, "registry -> question Parquet shards on Ray Data"),
         ("generate-registry", cmd_generate_registry, "write the raw synthetic registry (with identifiers) to CSV or Parquet"),
+        ("train", cmd_train, "GRPO on the built questions: vLLM rollout actors + Ray Train/DeepSpeed workers"),
     ):
         p = sub.add_parser(name, help=text)
         _config_args(p)
         p.set_defaults(fn=fn)
         if name == "generate-registry":
             p.add_argument("--out", required=True, help="file to write: .csv or .parquet")
+        if name == "train":
+            p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its latest checkpoint")
     return parser
 
 

@@ -60,3 +60,9 @@ def column(questions: pa.Table, field: str) -> list:
 
 def user_prompts(questions: pa.Table) -> list[str]:
     return [p[1]["content"] for p in questions.column("prompt").to_pylist()]
+
+
+def even_length_reward(completions: list, ground_truth: list, **kwargs) -> list[float]:
+    """Test-only reward with variance for a random model: 1 when the completion has an even
+    number of characters. Lets an end-to-end test see non-zero advantages and real updates."""
+    return [float(len(c) % 2 == 0) for c in completions]

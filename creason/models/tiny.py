@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(out_dir: str | Path, tokenizer_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """Write a random `LlamaForCausalLM` (about 3.3M parameters, float32) with the tokenizer of
-    `tokenizer_dir` into `out_dir`; returns `out_dir`. Idempotent."""
+def build_tiny_model(out_dir: str | Path, tokenizer_dir: str | Path, seed: int = 0, hidden: int = 128, layers: int = 2) -> Path:
+    """Write a random `LlamaForCausalLM` (about 6.6M parameters, float32) with the tokenizer of
+    `tokenizer_dir` into `out_dir`; returns `out_dir`. Idempotent.
+
+    Heads are 64 wide: vLLM's CPU attention kernels reject small head sizes (16 fails)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -21,8 +23,8 @@ def build_tiny_model(out_dir: str | Path, tokenizer_dir: str | Path, seed: int =
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=1,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -7,6 +7,7 @@ uninterrupted run would have drawn; the "data position" is s*P.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,8 @@ class PromptStream:
             epoch, offset = divmod(pos, n)
             out.append(self.questions[int(self._epoch_order(epoch)[offset])])
         return out
+
+
+def batch_fingerprint(batch: list[TrainQuestion]) -> str:
+    """Short hash of a batch's question ids, logged per step (proves a resume redraws the same batch)."""
+    return hashlib.sha256("|".join(q.question_id for q in batch).encode()).hexdigest()[:16]

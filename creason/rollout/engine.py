@@ -1,0 +1,178 @@
+"""vLLM as a rollout engine, in-process: chat prompts in, sampled completions with log-probs out,
+and weights reloaded in place between GRPO steps. No Ray here (see `actor.py`).
+
+The engine runs in the calling process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): that is what lets
+`load_weights` hand tensors to the model directly (the multi-process engine cannot pickle them),
+and it keeps one process per rollout actor on a small CPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable
+
+from creason.rollout.types import ChatPrompt, Completion, GenerationStats, SamplingSpec
+
+DEFAULT_KV_CACHE_BYTES = 256 * 1024**2
+
+
+def encode_chat(tokenizer: Any, messages: ChatPrompt) -> list[int]:
+    """Token ids of `messages` under the model's chat template, ending with the assistant header
+    (`add_generation_prompt=True`), so the completion is the assistant's turn."""
+    rendered = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(rendered["input_ids"])
+
+
+class VllmEngine:
+    """One `vllm.LLM` in this process.
+
+    Args:
+        model_path: Hugging Face folder of the policy.
+        dtype: "float32" on CPUs (bf16 matmuls are ~8x slower there); "bfloat16" on GPUs.
+        max_model_len: prompt + completion tokens, at most.
+        kv_cache_memory_bytes: KV cache size. Set explicitly: the fraction-of-memory default
+            reserves several GiB of host RAM per engine on the CPU backend.
+        seed: the engine's sampling seed (per-request seeds fail on the CPU backend).
+        enforce_eager: no graph capture / torch.compile (start-up in seconds, not minutes).
+        gpu_memory_utilization: only read when `kv_cache_memory_bytes` is None (GPU builds).
+        num_threads: torch threads for this engine. vLLM otherwise drops the process to 1 thread
+            unless OMP_NUM_THREADS is set.
+        **llm_kwargs: passed to `vllm.LLM` as they are.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        max_model_len: int = 1024,
+        kv_cache_memory_bytes: int | None = DEFAULT_KV_CACHE_BYTES,
+        seed: int = 0,
+        enforce_eager: bool = True,
+        gpu_memory_utilization: float = 0.5,
+        num_threads: int | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        with _in_process_vllm(num_threads) as LLM:
+            self.llm = LLM(
+                model=str(model_path),
+                dtype=dtype,
+                max_model_len=max_model_len,
+                kv_cache_memory_bytes=kv_cache_memory_bytes,
+                gpu_memory_utilization=gpu_memory_utilization,
+                seed=seed,
+                enforce_eager=enforce_eager,
+                logprobs_mode="raw_logprobs",  # model log-probs at temperature 1: see `Completion`
+                **llm_kwargs,
+            )
+        self._tokenizer = self.llm.get_tokenizer()
+        self.last_stats = GenerationStats()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def generate(self, prompts: list[ChatPrompt], spec: SamplingSpec) -> list[list[Completion]]:
+        """`spec.n` completions for each prompt: result[i][j] is sample j of prompts[i]."""
+        start = time.perf_counter()
+        prompt_ids = [encode_chat(self._tokenizer, p) for p in prompts]
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompt_ids], _sampling_params(spec), use_tqdm=False
+        )
+        result = [[_completion(i, ids, o) for o in out.outputs] for i, (ids, out) in enumerate(zip(prompt_ids, outputs))]
+        self.last_stats = GenerationStats.of(prompt_ids, result, time.perf_counter() - start)
+        return result
+
+    def generate_greedy(self, prompts: list[ChatPrompt], max_tokens: int = 256) -> list[Completion]:
+        """One greedy completion per prompt (evaluation)."""
+        spec = SamplingSpec(n=1, temperature=0.0, max_tokens=max_tokens)
+        return [group[0] for group in self.generate(prompts, spec)]
+
+    def close(self) -> None:
+        """Stop the engine and undo vLLM's process-wide state (its single-rank torch.distributed
+        group), so a trainer or another engine can start in this process."""
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        cleanup_dist_env_and_memory()
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> float:
+        """Copy new weights (Hugging Face names, any float dtype) into the model in place; returns
+        seconds. The prefix cache is cleared after: its KV blocks were computed by the old weights."""
+        start = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.apply_model(_repack_cpu_lm_head)
+        self.llm.reset_prefix_cache()
+        return time.perf_counter() - start
+
+
+@contextmanager
+def _in_process_vllm(num_threads: int | None):
+    """Yield `vllm.LLM` set up for an in-process engine with `num_threads` torch threads, and undo
+    what vLLM start-up does to the process beyond the engine itself.
+
+    - VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps the engine in this process (read at construction).
+    - vLLM drops torch to 1 thread unless OMP_NUM_THREADS is set: set it while the engine starts,
+      then restore it, so processes started later from here (a Ray cluster) do not inherit it.
+    - vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process: put it
+      back, so other code here (a trainer, the next test) still controls its threads.
+    """
+    import torch
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    omp_before, set_num_threads = os.environ.get("OMP_NUM_THREADS"), torch.set_num_threads
+    if num_threads:
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        torch.set_num_threads(num_threads)
+    from vllm import LLM
+
+    try:
+        yield LLM
+    finally:
+        torch.set_num_threads = set_num_threads
+        if omp_before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp_before
+
+
+def _repack_cpu_lm_head(model: Any) -> None:
+    """Rebuild the packed copy of the output projection that vLLM's CPU backend keeps.
+
+    On CPU, `process_weights_after_loading` packs each matmul weight for oneDNN and the matmul
+    then reads only that packed copy. With tied embeddings (SmolLM2) the checkpoint has no
+    `lm_head.weight`, so `reload_weights` updates the embedding but skips the head ("ParallelLMHead:
+    Failed to load weights") and logits keep coming from the *old* embedding: sampling silently
+    uses a mix of new and old weights. Re-packing the head from its (shared, updated) weight
+    fixes it; a no-op on GPUs, where the head has no packed copy."""
+    head = getattr(model, "lm_head", None)
+    if head is not None and hasattr(head, "cpu_linear"):
+        head.quant_method.process_weights_after_loading(head)
+
+
+def _sampling_params(spec: SamplingSpec):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=spec.n,
+        temperature=spec.temperature,
+        top_p=spec.top_p if spec.temperature > 0 else 1.0,
+        max_tokens=spec.max_tokens,
+        stop=list(spec.stop) or None,
+        include_stop_str_in_output=True,  # text then matches token_ids, which do include it
+        logprobs=0,  # only the sampled token's log-prob
+    )
+
+
+def _completion(prompt_index: int, prompt_ids: list[int], out: Any) -> Completion:
+    """A vLLM `CompletionOutput` as a `Completion`; `out.logprobs[t]` maps token id -> Logprob."""
+    token_ids = list(out.token_ids)
+    if out.finish_reason not in ("stop", "length"):
+        raise RuntimeError(f"vLLM finished a completion with {out.finish_reason!r}")
+    logprobs = [step[tok].logprob for tok, step in zip(token_ids, out.logprobs)]
+    return Completion(prompt_index, token_ids, prompt_ids, out.text, logprobs, out.finish_reason)
+

@@ -1,0 +1,199 @@
+"""Training checkpoints that are complete or absent, and resume exactly. No Ray.
+
+Layout of `root/step_00000042/`:
+
+    policy/             the policy in Hugging Face format (safetensors + tokenizer): loads as is
+                        with transformers' from_pretrained and with vLLM
+    engine/state/       the engine's own checkpoint (DeepSpeed `save_checkpoint`): module weights,
+                        optimizer state (each rank writes its ZeRO partition), exact fp32 masters
+    trainer_state.pt    step, data position, LR-scheduler state, RNG states of rank 0, and the
+                        reference model's state when one was refreshed (else None)
+    rng_rank{r}.pt      RNG states of rank r > 0
+    meta.json           step, time, config hash
+    COMPLETE            written last
+
+Why DeepSpeed's own checkpoint for the optimizer: with ZeRO 1/2/3 each rank holds a partition of
+the optimizer state (and of the fp32 master weights under bf16); `engine.save_checkpoint` /
+`load_checkpoint` write and read those per rank, for every stage (resume verified exact on CPU for
+ZeRO 0-3, fp32 and bf16, and for 2 ranks at ZeRO-2). Restoring only the HF weights would lose
+Adam's moments, and with bf16 the fp32 masters. A `TorchEngine` has the same two methods.
+
+Every rank calls `save_checkpoint` (DeepSpeed's save and, at ZeRO-3, gathering the weights are
+collective); they write into `root/.tmp-step_.../`, which rank 0 renames to `step_...` after the
+COMPLETE marker. The root is shared by the ranks, or each rank's own folder that Ray Train merges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from creason.train.engine import full_state_dict, zero_stage_of
+
+COMPLETE = "COMPLETE"
+ENGINE_TAG = "state"
+_NAME = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """'step_00000042' for step 42: names sort by step."""
+    return f"step_{step:08d}"
+
+
+def config_hash(config: Mapping[str, Any] | None) -> str | None:
+    """First 16 hex digits of the SHA-256 of the config as sorted JSON (None for no config)."""
+    if config is None:
+        return None
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU, and CUDA when present) RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def save_checkpoint(
+    root: str | Path,
+    engine,
+    scheduler=None,
+    tokenizer=None,
+    *,
+    step: int,
+    data_position: int | dict | None = None,
+    reference: Mapping[str, torch.Tensor] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `root/step_{step:08d}/` (layout in the module docstring) and return its path.
+
+    Call on every rank. `root` may be shared by the ranks, or a folder of each rank's own (as Ray
+    Train's `report(checkpoint=Checkpoint.from_directory(d))` expects: it merges the workers'
+    folders, and file names never collide). `reference`: the reference model's state dict, when
+    one was refreshed. An existing checkpoint of the same step is replaced.
+    """
+    rank, _ = _rank_world()
+    root = Path(root)
+    final, tmp = root / checkpoint_name(step), root / f".tmp-{checkpoint_name(step)}"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
+    _barrier()
+    tmp.mkdir(parents=True, exist_ok=True)
+    engine.save_checkpoint(str(tmp / "engine"), tag=ENGINE_TAG, client_state={}, save_latest=False)
+    if rank == 0 or zero_stage_of(engine) == 3:
+        weights = full_state_dict(engine)  # collective at ZeRO-3
+    if rank == 0:
+        _write_shared(tmp, engine.module, weights, tokenizer, step=step, data_position=data_position,
+                      scheduler=scheduler, reference=reference, config=config)
+    else:
+        torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    _barrier()
+    if rank == 0:
+        (tmp / COMPLETE).write_text(f"{step}\n")
+        _replace(tmp, final)
+    _barrier()
+    if tmp.exists():  # a folder of this rank's own: its files go in place too
+        _replace(tmp, final)
+    return final
+
+
+def _write_shared(tmp: Path, module, weights, tokenizer, *, step, data_position, scheduler, reference, config) -> None:
+    """Rank 0's files: the HF policy folder, trainer_state.pt and meta.json."""
+    module.save_pretrained(tmp / "policy", state_dict=weights)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp / "policy")
+    torch.save({
+        "step": step,
+        "data_position": data_position,
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "rng": rng_state(),
+        "reference": None if reference is None else {k: v.detach().cpu() for k, v in reference.items()},
+    }, tmp / "trainer_state.pt")
+    meta = {"step": step, "time": time.time(), "time_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config_hash": config_hash(config)}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Rename src to dst; an existing dst is moved aside first and deleted after."""
+    old = dst.with_name(f".old-{dst.name}")
+    if dst.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+    src.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The complete checkpoint (step_N/ with a COMPLETE marker) of highest step under root, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if p.is_dir() and (m := _NAME.match(p.name)) and (p / COMPLETE).is_file()]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str | Path, engine, scheduler=None) -> dict:
+    """Restore weights and optimizer (through the engine), scheduler and RNG states.
+
+    path: a checkpoint folder (step_N/), or a root holding some, whose latest complete one is used.
+    Call on every rank, with an engine built like the saved one (same ZeRO stage and world size).
+    Returns {"step", "data_position", "reference" (a state dict or None), "meta", "path"}.
+    """
+    path = Path(path)
+    if not (path / COMPLETE).is_file() and (latest := latest_checkpoint(path)) is not None:
+        path = latest
+    if not (path / COMPLETE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    loaded, _ = engine.load_checkpoint(str(path / "engine"), tag=ENGINE_TAG, load_optimizer_states=True,
+                                       load_lr_scheduler_states=False)
+    if loaded is None:
+        raise RuntimeError(f"the engine could not load {path / 'engine'}")
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+    rank, _ = _rank_world()
+    set_rng_state(state["rng"] if rank == 0 else torch.load(path / f"rng_rank{rank}.pt", weights_only=False))
+    return {
+        "step": state["step"],
+        "data_position": state["data_position"],
+        "reference": state["reference"],
+        "meta": json.loads((path / "meta.json").read_text()),
+        "path": path,
+    }

@@ -1,0 +1,198 @@
+"""DeepSpeed set-up for the policy, and its full weights for weight sync and export. No Ray.
+
+Verified on CPU (gloo, DeepSpeed 0.19.8, torch 2.13): ZeRO stages 0, 1, 2 and 3 initialise and
+train with a plain `torch.optim.AdamW` (DeepSpeed's CPU Adam would be JIT-compiled, ~2 min).
+Two more choices keep start-up fast and the update explicit:
+
+- `managed_gradient_accumulation: False`: `grpo_update` calls backward once per micro-batch and
+  step() once per pass, and step() is the accumulation boundary, whatever the number of
+  micro-batches (it may vary from batch to batch).
+- On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op (`deepspeed_shm_comm`, ~70 s, cached
+  in ~/.cache/torch_extensions) the first time a process initialises its communication backend.
+  `build_deepspeed_engine(cpu_shm_comm=False)` (the default) skips it and all-reduces with gloo.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from functools import partial
+
+import torch
+from torch import Tensor
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier for optimizer step `step` (0-based): linear warm-up, then cosine to min_ratio.
+
+    Warm-up: (step + 1) / warmup for step < warmup, so the first step already learns. Then
+    min_ratio + (1 - min_ratio) * (1 + cos(pi * progress)) / 2 with progress = (step - warmup) /
+    (total - warmup) clamped to [0, 1]: 1 at step = warmup, min_ratio from step = total on.
+
+    >>> [cosine_with_warmup(s, 2, 10) for s in (0, 1, 2, 6, 10, 11)]
+    [0.5, 1.0, 1.0, 0.5, 0.0, 0.0]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(
+    *, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, precision: str, grad_clip: float
+) -> dict:
+    """The DeepSpeed config dict.
+
+    micro_batch_size * grad_accum * world_size is only DeepSpeed's bookkeeping of samples per step:
+    `grpo_update` owns accumulation (managed_gradient_accumulation False) and scales its losses.
+    grad_clip <= 0 turns clipping off. precision "bf16" keeps fp32 master weights in the optimizer.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0..3, got {zero_stage}")
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch_size * grad_accum * world_size,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": max(grad_clip, 0.0),
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+        "zero_allow_untested_optimizer": True,  # a plain torch AdamW under ZeRO
+        "steps_per_print": None,
+        "wall_clock_breakdown": False,
+    }
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """torch AdamW; weight decay on matrices only (not on norms and biases), as nanoGPT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+
+
+def skip_cpu_shm_comm_build() -> None:
+    """Make DeepSpeed all-reduce with the torch backend instead of compiling its CPU shm op.
+
+    Takes effect if called before the process's first `deepspeed.initialize`."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu":  # GPUs never build it; probing the ops costs ~1 s
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def build_deepspeed_engine(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    warmup_steps: int = 0,
+    total_steps: int,
+    min_lr_ratio: float = 0.0,
+    zero_stage: int = 0,
+    precision: str = "fp32",
+    grad_clip: float = 1.0,
+    micro_batch_size: int = 1,
+    grad_accum: int = 1,
+    world_size: int | None = None,
+    cpu_shm_comm: bool = False,
+):
+    """(DeepSpeed engine, LambdaLR scheduler) for `model`; torch.distributed must be initialised
+    (Ray Train does it; locally, `ensure_single_process_group()`).
+
+    The optimizer is a plain torch AdamW (no DeepSpeed op compiles); the scheduler follows
+    `cosine_with_warmup` per optimizer step and is stepped by the engine at each step().
+    world_size None: the process group's.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if not cpu_shm_comm:
+        skip_cpu_shm_comm_build()
+    optimizer = adamw(model, lr, weight_decay, betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(cosine_with_warmup, warmup=warmup_steps, total=total_steps, min_ratio=min_lr_ratio)
+    )
+    world_size = dist.get_world_size() if world_size is None else world_size
+    config = deepspeed_config(micro_batch_size=micro_batch_size, grad_accum=grad_accum, world_size=world_size,
+                              zero_stage=zero_stage, precision=precision, grad_clip=grad_clip)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    return engine, scheduler
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_single_process_group() -> None:
+    """Initialise a gloo process group of world size 1 on a free local port, unless one exists."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ[key] = value
+    dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def zero_stage_of(engine) -> int:
+    """The engine's ZeRO stage (0 for a `TorchEngine`)."""
+    stage = getattr(engine, "zero_optimization_stage", None)
+    return int(stage()) if stage is not None else 0
+
+
+@torch.no_grad()
+def full_state_dict(engine) -> dict[str, Tensor]:
+    """The full model state dict, on CPU (copies), keyed by Hugging Face names.
+
+    ZeRO stage <= 2 keeps every parameter whole on every rank: the module's state dict is complete.
+    Stage 3 partitions parameters: each is gathered in turn with `deepspeed.zero.GatheredParameters`
+    (a collective: call this on every rank). Tied parameters (embeddings and lm_head) stay one
+    tensor under both names (copied once).
+    """
+    module = engine.module
+    gather = zero_stage_of(engine) == 3
+    copies: dict[int, Tensor] = {}
+    out = {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        key = id(tensor)
+        if key not in copies:
+            partitioned = gather and hasattr(tensor, "ds_id")
+            copies[key] = _gathered_copy(tensor) if partitioned else tensor.detach().cpu().clone()
+        out[name] = copies[key]
+    return out
+
+
+def _gathered_copy(param: Tensor) -> Tensor:
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+        return param.detach().cpu().clone()
+
+
+def named_weights_for_vllm(state_dict: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
+    """(name, tensor) pairs for vLLM's `reload_weights(weights_iterator=...)`, in Hugging Face names.
+
+    `lm_head.weight` is always sent, even with tied embeddings: vLLM 0.32's layer-wise reload keeps
+    only one parent of a tied parameter up to date, and without it the model kept its old output
+    head (checked on SmolLM2-135M: outputs then differ from Hugging Face's; with it they match).
+    A state dict without `lm_head.weight` (tied models may omit it) gets it as the embedding matrix.
+    """
+    pairs = list(state_dict.items())
+    embed = state_dict.get("model.embed_tokens.weight")
+    if "lm_head.weight" not in state_dict and embed is not None:
+        pairs.append(("lm_head.weight", embed))
+    return pairs

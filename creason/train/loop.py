@@ -1,0 +1,197 @@
+"""The GRPO loop, run by every Ray Train worker.
+
+Rank 0 is the conductor: it draws the step's prompts, has the rollout actors sample them,
+scores the completions and broadcasts the batch. Every rank trains on its shard (DeepSpeed
+all-reduces the gradients); rank 0 then pushes the new weights to the actors.
+
+    for step in range(start, steps):
+        prompts  -> rollouts (vLLM actors, weights of version `step`)
+        rewards  -> advantages                       (rank 0, pure functions)
+        update   -> mu passes of the clipped loss    (all ranks, DeepSpeed)
+        sync     -> actors load weights `step + 1`
+        eval / checkpoint / metrics
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+
+from creason.algo import mix_reference, should_refresh_reference
+from creason.config import CreasonConfig
+from creason.rollout.actor import generate_on_actors
+from creason.rollout.types import SamplingSpec
+from creason.rollout.weight_sync import make_weight_sync
+from creason.train.batch import collate, shard
+from creason.train.checkpoint import load_checkpoint, save_checkpoint
+from creason.train.data import PromptStream, batch_fingerprint, load_questions
+from creason.train.engine import build_deepspeed_engine, full_state_dict, named_weights_for_vllm
+from creason.train.metrics import MetricsLog
+from creason.train.rollouts import load_rewards, score_rollouts
+from creason.train.step import compute_ref_logprobs, grpo_update
+
+
+def _broadcast(obj, rank: int):
+    """Send a picklable object from rank 0 to every rank."""
+    box = [obj if rank == 0 else None]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _mean_across_ranks(metrics: dict) -> dict:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return metrics
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return {k: v / dist.get_world_size() for k, v in zip(keys, values.tolist())}
+
+
+class GrpoTrainer:
+    """State of one worker: the policy engine, the optional reference, data and actors."""
+
+    def __init__(self, cfg: CreasonConfig, model_path: str, questions_dir: str, actors: list):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg, self.actors = cfg, actors
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(cfg.train.threads_per_worker)
+        torch.manual_seed(cfg.seed)
+        dtype = torch.bfloat16 if cfg.model.precision == "bf16" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.ref = None
+        if cfg.algorithm.beta > 0:
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
+        t = cfg.train
+        self.engine, self.scheduler = build_deepspeed_engine(
+            model, lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), warmup_steps=int(t.warmup_ratio * t.steps),
+            total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
+            micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world,
+        )
+        self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
+        self.val = load_questions(questions_dir, "validation", t.question_kinds)[: t.eval_questions] if t.eval_every else []
+        self.rewards = load_rewards(cfg.algorithm)
+        self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
+        self.log = MetricsLog(Path(cfg.output_dir) / "train", cfg.train.steps) if self.rank == 0 else None
+        self.spec = SamplingSpec(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                 max_tokens=cfg.rollout.max_new_tokens)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        start = self.restore()
+        if self.rank == 0:
+            self.log.truncate(from_step=start)  # a re-done step replaces its earlier record
+        self.push_weights(version=start)  # actors start from the base model; resume needs ours
+        for step in range(start, self.cfg.train.steps):
+            timings: dict[str, float] = {}
+            batch = self.rollout(step, timings) if self.rank == 0 else None
+            batch, rollout_metrics = _broadcast(batch, self.rank)
+            metrics = self.update(batch, timings)
+            self.push_weights(version=step + 1, timings=timings)
+            self.refresh_reference(step + 1)
+            metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1), **_timed(timings)}
+            self.report(step + 1, metrics)
+        if self.rank == 0:
+            self.log.close()
+
+    def rollout(self, step: int, timings: dict):
+        questions = self.stream.batch(step)
+        t0 = time.perf_counter()
+        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], self.spec, version=step)
+        timings["generate"] = time.perf_counter() - t0
+        scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
+        timings["score"] = scored.metrics.pop("score_seconds")
+        scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
+        scored.metrics["data_position"] = self.stream.position(step + 1)
+        scored.metrics["batch"] = batch_fingerprint(questions)
+        scored.metrics["weight_version"] = step
+        return scored, scored.metrics
+
+    def update(self, scored, timings: dict) -> dict:
+        batch = collate(scored.prompt_token_ids, scored.response_token_ids, scored.sampling_logprobs, scored.advantages,
+                        pad_id=self.tokenizer.pad_token_id or 0, truncated_mask_out=scored.loss_mask_off)
+        local = shard(batch, self.rank, self.world)
+        a = self.cfg.algorithm
+        if self.ref is not None:
+            t0 = time.perf_counter()
+            local.ref_logp = compute_ref_logprobs(self.ref, local)
+            timings["reference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,
+                              eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, agg=a.loss_aggregation,
+                              kl_estimator=a.kl_estimator, temperature=1.0)
+        timings["train"] = time.perf_counter() - t0
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return _mean_across_ranks(metrics)
+
+    def push_weights(self, version: int, timings: dict | None = None) -> None:
+        """All ranks take part in gathering (ZeRO-3); rank 0 sends."""
+        t0 = time.perf_counter()
+        state = full_state_dict(self.engine)
+        if self.rank == 0:
+            self.sync.push(named_weights_for_vllm(state), version)
+        if timings is not None:
+            timings["sync"] = time.perf_counter() - t0  # gather + put + every actor's reload
+
+    def refresh_reference(self, step: int) -> None:
+        a = self.cfg.algorithm
+        if self.ref is not None and should_refresh_reference(step, a.ref_refresh_every):
+            mix_reference(self.ref.state_dict(), self.engine.module.state_dict(), a.ref_refresh_alpha, inplace=True)
+
+    def evaluate(self, step: int) -> dict:
+        every = self.cfg.train.eval_every
+        if self.rank != 0 or not every or step % every:
+            return {}
+        from creason.rewards import boxed_letter_reward
+
+        greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.cfg.rollout.max_new_tokens)
+        out, _ = generate_on_actors(self.actors, [q.messages for q in self.val], greedy, version=step)
+        right = boxed_letter_reward([c[0].text for c in out], [q.ground_truth for q in self.val])
+        return {"val_accuracy": sum(right) / len(right)}
+
+    # ---- checkpoints and metrics -----------------------------------------------------------
+
+    def restore(self) -> int:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return 0
+        with checkpoint.as_directory() as d:
+            state = load_checkpoint(Path(d), self.engine, self.scheduler)
+        if self.ref is not None and state.get("reference") is not None:
+            self.ref.load_state_dict(state["reference"])
+        return int(state["step"])
+
+    def report(self, step: int, metrics: dict) -> None:
+        metrics = {**metrics, "step": step}
+        if self.rank == 0:
+            self.log.write(step, metrics)
+        if step % self.cfg.train.checkpoint_every and step != self.cfg.train.steps:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(Path(d), self.engine, self.scheduler, self.tokenizer, step=step,
+                            data_position=self.stream.position(step), config=self.cfg.model_dump(mode="json"),
+                            reference=self.ref.state_dict() if self.ref is not None else None)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _timed(timings: dict) -> dict:
+    return {f"time_{k}_s": v for k, v in timings.items()}
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point given to `TorchTrainer`."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cfg = CreasonConfig.model_validate(loop_config["config"])
+    GrpoTrainer(cfg, loop_config["model_path"], loop_config["questions_dir"], loop_config["actors"]).run()

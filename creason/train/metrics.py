@@ -1,0 +1,63 @@
+"""Per-step metrics: a JSONL file (one record per step), TensorBoard, and a progress line."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+class MetricsLog:
+    """`metrics.jsonl` keeps one record per step: a re-done step (after a restart) replaces the old one."""
+
+    def __init__(self, folder: Path, total_steps: int | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "metrics.jsonl"
+        self.total_steps = total_steps
+        self._started = time.perf_counter()
+        self._first_step: int | None = None
+        self._tb = None
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, from_step: int) -> None:
+        """Drop records of steps after `from_step` (they will be redone), atomically."""
+        kept = [r for r in self.records() if r["step"] <= from_step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, step: int, metrics: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._tensorboard(step, metrics)
+        self._progress(step, metrics)
+
+    def _tensorboard(self, step: int, metrics: dict) -> None:
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self._tb.add_scalar(key, value, step)
+        self._tb.flush()
+
+    def _progress(self, step: int, metrics: dict) -> None:
+        if self._first_step is None:  # steps before a resume do not count towards the rate
+            self._first_step = step - 1
+        per_step = (time.perf_counter() - self._started) / max(1, step - self._first_step)
+        eta = f" | ETA {per_step * (self.total_steps - step) / 60:.1f} min" if self.total_steps else ""
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        print(f"step {step}{total} | reward {metrics.get('reward_mean', float('nan')):.3f} | "
+              f"accuracy {metrics.get('accuracy', float('nan')):.3f} | {per_step:.1f} s/step{eta}", flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

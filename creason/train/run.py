@@ -1,0 +1,57 @@
+"""The driver of a training run: rollout actors, a `TorchTrainer`, and where things are stored.
+
+    creason train --config quickstart            (or: ray job submit ... ray_jobs/train_grpo.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from creason.config import CreasonConfig
+from creason.raycluster import connect
+
+
+def resolve_model_path(cfg: CreasonConfig) -> str:
+    if cfg.model.path:
+        return cfg.model.path
+    from creason.models.fetch import fetch_default_model
+
+    return str(fetch_default_model())
+
+
+def resolve_questions_dir(cfg: CreasonConfig) -> str:
+    return str(Path(cfg.train.questions_dir or Path(cfg.output_dir) / "questions").resolve())
+
+
+def train(cfg: CreasonConfig, resume: bool = False):
+    """Run GRPO to `cfg.train.steps`; with `resume`, continue from the latest complete checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from creason.rollout.actor import create_rollout_actors, wait_ready
+    from creason.train.loop import train_loop_per_worker
+
+    connect(cfg.ray)
+    model_path = resolve_model_path(cfg)
+    r, t = cfg.rollout, cfg.train
+    actors = create_rollout_actors(
+        r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor,
+        engine_kwargs={"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32", "max_model_len": r.max_model_len,
+                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
+    )
+    wait_ready(actors)
+    storage = Path(cfg.output_dir).resolve() / "ray_train"
+    if not resume and (storage / "grpo").exists():
+        raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
+                           "questions_dir": resolve_questions_dir(cfg), "actors": actors},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
+        run_config=RunConfig(name="grpo", storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=t.max_failures)),
+    )
+    return trainer.fit()

@@ -1,0 +1,95 @@
+"""One GRPO update through `TorchEngine` on the tiny model."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from creason.train.policy import sequence_logprobs
+from creason.train.step import TorchEngine, compute_ref_logprobs, grpo_update, loss_weights
+from creason.train.batch import micro_batches
+from tests.train import load_tiny, random_batch, weights
+
+KW = dict(eps_low=0.2, eps_high=0.28, beta=0.0, agg="token_mean", kl_estimator="k3", temperature=1.0)
+
+
+def torch_engine(model_dir, lr=1e-3, sgd=False):
+    model = load_tiny(model_dir)
+    opt = torch.optim.SGD(model.parameters(), lr=lr) if sgd else torch.optim.AdamW(model.parameters(), lr=lr)
+    return TorchEngine(model, opt, grad_clip=1.0)
+
+
+def on_policy(model, batch):
+    """The batch with old_logp from `model` itself, as a perfectly synced sampler would report."""
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(model, batch)
+    return dataclasses.replace(batch, old_logp=logp)
+
+
+def test_loss_weights_by_hand():
+    batch = random_batch(prompt_lens=(2, 2, 2), response_lens=(1, 3, 4))
+    chunks = micro_batches(batch, 2)  # tokens 1 + 3 and 4; sequences 2 and 1
+    assert loss_weights(chunks, "token_mean") == [0.5, 0.5]
+    assert loss_weights(chunks, "seq_mean_token_mean") == [2 / 3, 1 / 3]
+    with pytest.raises(KeyError):
+        loss_weights(chunks, "nope")
+
+
+def test_update_changes_weights_and_reports_no_mismatch_on_policy(tiny_model_dir):
+    engine = torch_engine(tiny_model_dir)
+    batch = on_policy(engine.module, random_batch())
+    before = weights(engine.module)
+    m = grpo_update(engine, batch, mu=1, micro_batch_size=2, **KW)
+    after = weights(engine.module)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
+    assert m["mismatch"] < 1e-5 and m["mismatch_max"] < 1e-4  # same weights, same numbers
+    assert m["ratio_mean"] == pytest.approx(1.0) and m["clip_frac_low"] == m["clip_frac_high"] == 0.0
+    assert m["tokens"] == batch.num_tokens and m["entropy"] > 0 and m["lr"] == 1e-3
+
+
+def test_mismatch_reports_a_stale_sampler(tiny_model_dir):
+    engine = torch_engine(tiny_model_dir)
+    m = grpo_update(engine, random_batch(), mu=1, micro_batch_size=4, **KW)  # fake sampler logp = -1
+    assert m["mismatch"] > 1.0
+
+
+def test_gradient_does_not_depend_on_micro_batch_size(tiny_model_dir):
+    """Weighted accumulation: one step with micro-batches of 1 equals one with the whole batch (SGD)."""
+    results = []
+    for size in (1, 4):
+        engine = torch_engine(tiny_model_dir, lr=0.1, sgd=True)
+        grpo_update(engine, random_batch(), mu=1, micro_batch_size=size, **KW)
+        results.append(weights(engine.module))
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["trainer", "sampler"])
+def test_several_passes_clip(tiny_model_dir, source):
+    engine = torch_engine(tiny_model_dir, lr=1e-2)
+    batch = random_batch()
+    m = grpo_update(engine, batch, mu=3, micro_batch_size=2, old_logp_source=source, **KW)
+    assert math.isfinite(m["loss"])
+    assert m["clip_frac_low"] + m["clip_frac_high"] > 0  # the ratio moved off 1 after the first step
+
+
+def test_reference_logprobs_and_kl(tiny_model_dir):
+    engine = torch_engine(tiny_model_dir)
+    ref = load_tiny(tiny_model_dir)
+    batch = random_batch()
+    ref_logp = compute_ref_logprobs(ref, batch, micro_batch_size=3)
+    with torch.no_grad():
+        expected, _ = sequence_logprobs(ref, batch)
+    torch.testing.assert_close(ref_logp, expected, atol=1e-5, rtol=1e-5)
+    batch = dataclasses.replace(batch, ref_logp=ref_logp)
+    m = grpo_update(engine, batch, mu=1, micro_batch_size=4, **{**KW, "beta": 0.1})
+    assert 0.0 <= m["kl"] < 1e-6  # the policy is the reference before its first step
+    m = grpo_update(engine, batch, mu=1, micro_batch_size=4, **{**KW, "beta": 0.1})
+    assert m["kl"] > 1e-4 and m["loss"] == pytest.approx(m["pg_loss"] + 0.1 * m["kl"])
+
+
+def test_rejects_unknown_old_logp_source(tiny_model_dir):
+    with pytest.raises(ValueError):
+        grpo_update(None, random_batch(), micro_batch_size=1, old_logp_source="vllm")
