@@ -37,6 +37,7 @@ from creason.raycluster import connect
 from creason.timing import PhaseTimer
 
 _SAMPLE_STREAM = 2
+PLAN_FILE = "plan.json"  # the QuestionPlan (statistics, MI removals, targets) of this build
 _COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("kind", pa.string()), ("count", pa.int64())])
 
 
@@ -206,6 +207,7 @@ def build_question_set(cfg: CreasonConfig) -> dict:
         _collect_rejections(staging)
         shutil.rmtree(staging / "_prepared")
         _write_text_atomic(staging / "manifest.json", json.dumps(manifest, indent=2))
+        _write_text_atomic(staging / PLAN_FILE, plan.model_dump_json())  # serving builds prompts with it
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

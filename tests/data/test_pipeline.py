@@ -12,6 +12,7 @@ from creason.config import load_config
 from creason.contracts import Question
 from creason.data.export import write_synthetic_registry
 from creason.data.pipeline import build_question_set
+from creason.data.questions import QuestionPlan
 from creason.data.registry import RegistryError
 
 pytestmark = pytest.mark.ray
@@ -43,6 +44,8 @@ def test_outputs_match_manifest_and_contract(built):
     assert set(manifest["seconds"]) == {"ingest", "statistics", "mutual_information", "questions"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
     assert not (out / "questions" / "_prepared").exists()
+    plan = QuestionPlan.model_validate_json((out / "questions" / "plan.json").read_text())
+    assert plan.masked_targets == manifest["masked_targets"]
 
 
 def test_no_patient_in_two_splits(built):
