@@ -13,26 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import psutil
-
-
-def tree_pss(root: psutil.Process) -> int:
-    total = 0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            total += p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
+from common import machine_line, run_monitored
 
 
 def run_build(patients: int, profile: str, concurrency: int, block_size: int) -> dict:
@@ -41,23 +26,7 @@ def run_build(patients: int, profile: str, concurrency: int, block_size: int) ->
         cmd = [sys.executable, "-m", "creason.cli", "build-questions", "--set", f"output_dir={out}",
                "--set", f"data.num_patients={patients}", "--set", f"data.profile={profile}",
                "--set", f"data.block_size={block_size}", "--set", f"ray.data_concurrency={concurrency}"]
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak, ps = 0, psutil.Process(proc.pid)
-        stop = threading.Event()
-
-        def sample():
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, tree_pss(ps))
-                time.sleep(0.5)
-
-        monitor = threading.Thread(target=sample, daemon=True)
-        monitor.start()
-        rc = proc.wait()
-        stop.set()
-        monitor.join()
-        wall = time.perf_counter() - start
+        rc, wall, peak = run_monitored(cmd)
         if rc != 0:
             raise RuntimeError(f"build failed ({rc}): {' '.join(cmd)}")
         manifest = json.loads((Path(out) / "questions" / "manifest.json").read_text())
@@ -110,8 +79,7 @@ def main() -> None:
 
     best = {w: min(r["seconds"]["questions"] for r in runs) for w, runs in scaling.items()}
     best_ingest = {w: min(r["seconds"]["ingest"] for r in runs) for w, runs in scaling.items()}
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.node()} ({psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB), {when}"
+    machine = machine_line()
     print(f"\n{machine}\n\n{markdown(rows)}\n")
     print(f"1 -> 2 workers: question phase {best[1] / best[2]:.2f}x, ingest (generation) phase "
           f"{best_ingest[1] / best_ingest[2]:.2f}x (best of {args.repeats} each)")
