@@ -41,6 +41,9 @@ def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+BUCKET_ELEMENTS = 50_000_000
+
+
 def deepspeed_config(
     *, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, precision: str, grad_clip: float
 ) -> dict:
@@ -60,7 +63,10 @@ def deepspeed_config(
         "train_batch_size": micro_batch_size * grad_accum * world_size,
         "managed_gradient_accumulation": False,
         "gradient_clipping": max(grad_clip, 0.0),
-        "zero_optimization": {"stage": zero_stage},
+        # DeepSpeed's default buckets (5e8 elements) are 2 GB fp32 buffers per rank: more than a
+        # 135M model's weights, gradients and Adam state together. 5e7 keeps them at 200 MB.
+        "zero_optimization": {"stage": zero_stage, "reduce_bucket_size": BUCKET_ELEMENTS,
+                              "allgather_bucket_size": BUCKET_ELEMENTS, "stage3_prefetch_bucket_size": BUCKET_ELEMENTS},
         "bf16": {"enabled": precision == "bf16"},
         "zero_allow_untested_optimizer": True,  # a plain torch AdamW under ZeRO
         "steps_per_print": None,

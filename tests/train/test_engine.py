@@ -42,7 +42,8 @@ def test_deepspeed_config_by_hand():
                            grad_clip=1.0)
     assert cfg["train_batch_size"] == 24 and cfg["train_micro_batch_size_per_gpu"] == 2
     assert cfg["gradient_accumulation_steps"] == 3 and cfg["managed_gradient_accumulation"] is False
-    assert cfg["zero_optimization"] == {"stage": 2} and cfg["bf16"] == {"enabled": True}
+    assert cfg["zero_optimization"]["stage"] == 2 and cfg["bf16"] == {"enabled": True}
+    assert cfg["zero_optimization"]["reduce_bucket_size"] == 50_000_000  # not DeepSpeed's 2 GB default
     assert cfg["gradient_clipping"] == 1.0
     off = deepspeed_config(micro_batch_size=1, grad_accum=1, world_size=1, zero_stage=0, precision="fp32", grad_clip=0)
     assert off["bf16"] == {"enabled": False} and off["gradient_clipping"] == 0.0
