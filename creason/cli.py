@@ -60,6 +60,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from creason.evaluate.cli_command import cmd_evaluate
+
+    return cmd_evaluate(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from creason.serve.app import cmd_serve
+
+    return cmd_serve(args)
+
+
 def cmd_generate_registry(args: argparse.Namespace) -> int:
     from creason.data.export import write_synthetic_registry
 
@@ -78,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("build-questions", cmd_build_questions, "registry -> question Parquet shards on Ray Data"),
         ("generate-registry", cmd_generate_registry, "write the raw synthetic registry (with identifiers) to CSV or Parquet"),
         ("train", cmd_train, "GRPO on the built questions: vLLM rollout actors + Ray Train/DeepSpeed workers"),
+        ("evaluate", _cmd_evaluate, "the study's protocol on held-out questions: accuracy, CIs, McNemar, report"),
+        ("serve", _cmd_serve, "serve a model as a Ray Serve endpoint (OpenAI-compatible + /v1/registry/predict)"),
     ):
         p = sub.add_parser(name, help=text)
         _config_args(p)
@@ -86,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="file to write: .csv or .parquet")
         if name == "train":
             p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its latest checkpoint")
+        if name == "evaluate":
+            from creason.evaluate.cli_command import add_evaluate_arguments
+
+            add_evaluate_arguments(p)
+        if name == "serve":
+            p.add_argument("--model", default=None, help="model folder or training checkpoint to serve (serve.model_path)")
     return parser
 
 

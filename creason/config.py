@@ -193,6 +193,126 @@ class TrainConfig(_Section):
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray Train may do (-1: unlimited).")
 
 
+class EvalConfig(_Section):
+    """Evaluation on held-out questions: the study's protocol, baselines, significance, report."""
+
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models to compare, each a Hugging Face folder or `label=folder`; empty: the base model "
+        "(`model.path`) and, if one exists, the policy of the latest complete training checkpoint under "
+        "`<output_dir>/ray_train`.",
+    )
+    questions_dir: str | None = Field(
+        None, description="Question Parquet folder; None: `train.questions_dir`, else `<output_dir>/questions`."
+    )
+    split: Literal["train", "validation", "test"] = Field("test", description="Split whose questions are asked.")
+    question_kinds: list[Literal["masked_value", "outcome"]] = Field(
+        default_factory=lambda: ["masked_value", "outcome"], description="Question kinds asked (reported apart too)."
+    )
+    max_questions: int | None = Field(
+        None, ge=1, description="Ask a seeded random subset of this many questions; None: all of the split."
+    )
+    max_new_tokens: int = Field(512, ge=1, description="Greedy reasoning tokens before the answer is forced.")
+    max_model_len: int = Field(2048, ge=64, description="Prompt + reasoning + forced-answer tokens, at most, per engine.")
+    kv_cache_gib: float = Field(0.25, gt=0, description="KV cache per engine, set explicitly (see rollout.kv_cache_gib).")
+    num_actors: int = Field(1, ge=1, description="vLLM actors the questions are sharded over (one engine each).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves (also its torch threads).")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves (0 on CPU machines).")
+    batch_size: int = Field(16, ge=1, description="Questions per request to an actor; progress is printed per batch.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples behind each confidence interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the percentile bootstrap intervals.")
+    seed: int = Field(0, description="Seed of the question subset, the random baseline and the bootstrap.")
+    examples: int = Field(3, ge=0, description="Example questions (with each model's reasoning) shown in the report.")
+    metrics_path: str | None = Field(
+        None, description="Training `metrics.jsonl` to plot; None: `<output_dir>/train/metrics.jsonl` if it exists."
+    )
+    output_subdir: str = Field("eval", description="Outputs go to `<output_dir>/<output_subdir>/`.")
+
+
+class ServeLimitsConfig(_Section):
+    """What one request to the endpoint may ask for (larger requests get a 4xx naming the field)."""
+
+    max_tokens: int = Field(1024, ge=1, description="Largest `max_tokens` a request may ask for.")
+    default_max_tokens: int = Field(256, ge=1, description="`max_tokens` of a chat request that gives none.")
+    registry_max_tokens: int = Field(
+        512, ge=1, description="Reasoning tokens of a registry prediction that gives no `max_tokens` (as `evaluate.max_new_tokens`)."
+    )
+    max_prompt_chars: int = Field(32_000, ge=1, description="Characters of all messages of a chat request together.")
+    max_messages: int = Field(64, ge=1, description="Messages in one chat request.")
+    max_n: int = Field(4, ge=1, description="Completions (`n`) one chat request may ask for.")
+    max_stop: int = Field(4, ge=0, description="Stop strings in one request (each at most 64 characters).")
+    max_record_values: int = Field(512, ge=1, description="Variables in one registry record.")
+    max_value_chars: int = Field(2_000, ge=1, description="Characters of one value in a registry record.")
+    max_body_bytes: int = Field(1_000_000, ge=1_024, description="Bytes of one request body (larger: 413).")
+
+
+class ServeConfig(_Section):
+    """Serving a model as an autoscaling Ray Serve endpoint (OpenAI-compatible, plus registry prediction)."""
+
+    model_path: str | None = Field(
+        None, description="Model to serve: a Hugging Face folder, a training checkpoint (`step_N/`, its `policy/` is "
+        "served) or a checkpoint root (its latest complete checkpoint); None: `model.path`. Re-deploy to switch."
+    )
+    model_name: str = Field("creason", description="Name of the model in `/v1/models`; requests must name it in `model`.")
+    questions_dir: str | None = Field(
+        None, description="Question build whose `plan.json` and `manifest.json` shape registry prompts; None: "
+        "`train.questions_dir`, else `<output_dir>/questions`. Without it `/v1/registry/predict` answers 404."
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy of `creason serve` listens on (0.0.0.0: all).")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP proxy of `creason serve` listens on.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Engine precision (float32 on CPUs, bfloat16 on GPUs)."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Prompt plus completion tokens, at most, per request.")
+    kv_cache_gib: float = Field(
+        0.25, gt=0, description="KV cache per replica, set explicitly (on CPU the default is a fraction of all host memory)."
+    )
+    cpus_per_replica: float = Field(1.0, gt=0, description="Logical CPUs each replica reserves (its engine runs in them).")
+    gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each replica reserves (0 on CPU machines).")
+    replica_env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of each replica and its engine, e.g. "
+        "`VLLM_CPU_OMP_THREADS_BIND: nobind` so that replicas on one CPU machine do not all pin core 0."
+    )
+    min_replicas: int = Field(1, ge=0, description="Autoscaling: fewest replicas (0 scales to zero when idle).")
+    max_replicas: int = Field(2, ge=1, description="Autoscaling: most replicas.")
+    target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Autoscaling: requests in flight per replica that the autoscaler aims for."
+    )
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests one replica works on at once (its engine batches them); more wait in the proxy."
+    )
+    max_queued_requests: int = Field(
+        512, ge=-1, description="Requests waiting for a replica before new ones get 503 (-1: no limit)."
+    )
+    max_surge_percent: int = Field(
+        100, ge=0, le=100, description="Extra replicas (% of the current number) while a re-deploy replaces them: old "
+        "replicas serve until their replacements are ready (0: old ones stop first, leaving a gap)."
+    )
+    upscale_delay_s: float = Field(5.0, ge=0, description="Autoscaling: seconds of high load before adding a replica.")
+    downscale_delay_s: float = Field(60.0, ge=0, description="Autoscaling: seconds of low load before removing a replica.")
+    api_key: str | None = Field(
+        None, description="Bearer token clients must send; prefer the `api_key_env` variable (None: read it from there)."
+    )
+    api_key_env: str = Field("CREASON_API_KEY", description="Environment variable holding the bearer token.")
+    require_api_key: bool = Field(
+        False, description="Refuse to start without a key (the Serve HTTP port is not covered by Ray's own token)."
+    )
+    identifiers: Literal["drop", "reject"] = Field(
+        "drop", description="Identifier variables in a registry record: dropped (and listed as ignored), as question "
+        "building drops them, or rejected with 400."
+    )
+    limits: ServeLimitsConfig = Field(default_factory=ServeLimitsConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServeConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})")
+        for name in ("default_max_tokens", "registry_max_tokens"):
+            if getattr(self.limits, name) > self.limits.max_tokens:
+                raise ValueError(f"limits.{name} is greater than limits.max_tokens ({self.limits.max_tokens})")
+        return self
+
+
 class CreasonConfig(_Section):
     """Root of the configuration."""
 
@@ -204,7 +324,9 @@ class CreasonConfig(_Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 class ConfigError(ValueError):

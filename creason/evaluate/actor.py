@@ -1,0 +1,110 @@
+"""Evaluation on Ray: actors that each own a vLLM engine and run the protocol on batches of
+questions, fed dynamically so a large test split scales with the number of actors."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import ray
+
+from creason.evaluate.protocol import ModelAnswer, answer_questions
+from creason.evaluate.questions import EvalQuestion
+
+
+class EvalWorker:
+    """Owns one `VllmEngine` of one model; made a Ray actor by `create_eval_actors`."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict, num_threads: int = 1):
+        import torch
+
+        from creason.rollout.engine import VllmEngine
+
+        torch.set_num_threads(num_threads)  # before the engine: vLLM's CPU worker makes it a no-op after
+        self.engine = VllmEngine(model_path, num_threads=num_threads, **engine_kwargs)
+        self.max_model_len = engine_kwargs.get("max_model_len", 1024)
+
+    def ready(self) -> bool:
+        """Returns once the engine has started."""
+        return True
+
+    def answer(self, questions: list[EvalQuestion], max_new_tokens: int) -> tuple[list[ModelAnswer], dict]:
+        """The protocol's answers to `questions`, and {"questions", "tokens", "seconds"}."""
+        start = time.perf_counter()
+        answers = answer_questions(self.engine.llm, self.engine.tokenizer, questions, max_new_tokens, self.max_model_len)
+        tokens = sum(a.reasoning_tokens for a in answers)
+        return answers, {"questions": len(answers), "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def create_eval_actors(n: int, model_path: str, engine_kwargs: dict, num_cpus: float = 1, num_gpus: float = 0) -> list:
+    """Start `n` `EvalWorker`s (their engines load in the background: `ray.get(a.ready.remote())`)."""
+    cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(EvalWorker)
+    return [cls.remote(str(model_path), engine_kwargs, max(1, int(num_cpus))) for _ in range(n)]
+
+
+def answer_on_actors(actors: list, questions: list[EvalQuestion], max_new_tokens: int, batch_size: int = 16,
+                     progress: Callable[[int, int, float], None] | None = None) -> tuple[list[ModelAnswer], dict]:
+    """Answers in question order. Batches go to whichever actor is free (two queued per actor, so
+    none idles between batches); `progress(done, total, seconds)` is called after each batch."""
+    batches = [questions[i : i + batch_size] for i in range(0, len(questions), batch_size)]
+    results: list[Any] = [None] * len(batches)
+    pending: dict[Any, tuple[int, Any]] = {}
+    start, done, next_batch = time.perf_counter(), 0, 0
+
+    def submit(actor) -> None:
+        nonlocal next_batch
+        if next_batch < len(batches):
+            pending[actor.answer.remote(batches[next_batch], max_new_tokens)] = (next_batch, actor)
+            next_batch += 1
+
+    for actor in actors:
+        for _ in range(2):
+            submit(actor)
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        index, actor = pending.pop(ref)
+        results[index] = ray.get(ref)
+        done += len(batches[index])
+        submit(actor)
+        if progress:
+            progress(done, len(questions), time.perf_counter() - start)
+    answers = [a for batch_answers, _ in results for a in batch_answers]
+    seconds = time.perf_counter() - start
+    tokens = sum(stats["tokens"] for _, stats in results)
+    return answers, {"questions": len(answers), "tokens": tokens, "seconds": seconds,
+                     "questions_per_s": len(answers) / seconds if seconds > 0 else 0.0}
+
+
+class ActorAnswerer:
+    """`answerer(path, questions) -> (answers, stats)` on fresh actors of that model, stopped after.
+
+    Args:
+        num_actors, num_cpus, num_gpus: actors and the resources each reserves.
+        engine_kwargs: `VllmEngine` arguments (dtype, max_model_len, kv_cache_memory_bytes, seed).
+        max_new_tokens, batch_size: see `EvalConfig`.
+        log: where progress lines go.
+    """
+
+    def __init__(self, num_actors: int, engine_kwargs: dict, max_new_tokens: int, batch_size: int = 16,
+                 num_cpus: float = 1, num_gpus: float = 0, log: Callable[[str], None] = print):
+        self.num_actors, self.engine_kwargs = num_actors, engine_kwargs
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.num_cpus, self.num_gpus, self.log = num_cpus, num_gpus, log
+
+    def __call__(self, model_path: str, questions: list[EvalQuestion]) -> tuple[list[ModelAnswer], dict]:
+        start = time.perf_counter()
+        actors = create_eval_actors(self.num_actors, model_path, self.engine_kwargs, self.num_cpus, self.num_gpus)
+        try:
+            ray.get([a.ready.remote() for a in actors])
+            start_s = time.perf_counter() - start
+            self.log(f"  {len(actors)} actor(s) ready in {start_s:.0f} s")
+
+            def progress(done: int, total: int, seconds: float) -> None:
+                eta = seconds / done * (total - done)
+                self.log(f"  {done}/{total} questions | {done / seconds:.2f} q/s | ETA {eta:.0f} s")
+
+            answers, stats = answer_on_actors(actors, questions, self.max_new_tokens, self.batch_size, progress)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return answers, {**stats, "start_seconds": start_s, "num_actors": self.num_actors}

@@ -1,0 +1,137 @@
+"""The evaluation, top to bottom: questions -> baselines -> each model's answers (vLLM actors)
+-> numbers with intervals and tests -> results.json, answers.jsonl, report.md, plots.
+
+    creason evaluate --config quickstart --set evaluate.max_questions=200
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Callable
+
+from creason.config import CreasonConfig
+from creason.evaluate.outputs import question_records, read_metrics, to_json, write_atomic, write_jsonl
+from creason.evaluate.questions import EvalQuestion, answer_counts, load_questions
+from creason.evaluate.report import pct, pick_examples, render_report
+from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
+
+#: `answerer(model_path, questions) -> (answers in question order, run stats)`.
+Answerer = Callable[[str, list[EvalQuestion]], tuple[list, dict]]
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def latest_policy(output_dir: str | Path) -> tuple[int, Path] | None:
+    """(step, policy folder) of the complete training checkpoint of highest step under
+    `<output_dir>/ray_train` (layout of `creason.train.checkpoint`: step_N/policy + COMPLETE)."""
+    root = Path(output_dir) / "ray_train"
+    found = [(int(m.group(1)), p / "policy") for p in root.rglob("step_*")
+             if (m := _STEP.match(p.name)) and (p / "COMPLETE").is_file() and (p / "policy" / "config.json").is_file()]
+    return max(found) if found else None
+
+
+def _label(entry: str) -> tuple[str, str]:
+    """`label=folder` or a folder (labelled by its name; `.../step_N/policy` by `step_N`)."""
+    label, sep, path = entry.partition("=")
+    if sep and "/" not in label:
+        return label.strip(), path.strip()
+    folder = Path(entry.rstrip("/"))
+    return (folder.parent.name if folder.name == "policy" else folder.name), entry
+
+
+def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
+    """(label, folder) of each model to evaluate, labels made unique."""
+    if cfg.evaluate.models:
+        models = [_label(m) for m in cfg.evaluate.models]
+    else:
+        from creason.train.run import resolve_model_path
+
+        models = [("base model", resolve_model_path(cfg))]
+        if (found := latest_policy(cfg.output_dir)) is not None:
+            models.append((f"trained (step {found[0]})", str(found[1])))
+    seen: dict[str, int] = {}
+    unique = []
+    for label, path in models:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append((label if seen[label] == 1 else f"{label} ({seen[label]})", path))
+    return unique
+
+
+def questions_dir(cfg: CreasonConfig) -> Path:
+    return Path(cfg.evaluate.questions_dir or cfg.train.questions_dir or Path(cfg.output_dir) / "questions")
+
+
+def metrics_path(cfg: CreasonConfig) -> Path | None:
+    path = Path(cfg.evaluate.metrics_path or Path(cfg.output_dir) / "train" / "metrics.jsonl")
+    return path if path.is_file() else None
+
+
+def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer:
+    """vLLM actors on the configured Ray cluster; fails fast if they cannot all be placed."""
+    import ray
+
+    from creason.evaluate.actor import ActorAnswerer
+    from creason.raycluster import connect
+
+    e = cfg.evaluate
+    connect(cfg.ray)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if e.num_actors * e.cpus_per_actor > cpus:
+        raise ValueError(f"evaluate.num_actors={e.num_actors} x cpus_per_actor={e.cpus_per_actor} exceeds the "
+                         f"cluster's {cpus:g} CPUs: the actors would never start")
+    engine_kwargs = {"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32",
+                     "max_model_len": e.max_model_len, "kv_cache_memory_bytes": int(e.kv_cache_gib * 2**30),
+                     "seed": e.seed}
+    return ActorAnswerer(e.num_actors, engine_kwargs, e.max_new_tokens, e.batch_size, e.cpus_per_actor,
+                         e.gpus_per_actor, log)
+
+
+def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the evaluation of `cfg.evaluate`; returns the results (also in results.json)."""
+    e = cfg.evaluate
+    qdir = questions_dir(cfg)
+    questions = load_questions(qdir, e.split, e.question_kinds, e.max_questions, e.seed)
+    if not questions:
+        raise ValueError(f"no {'/'.join(e.question_kinds)} questions in the {e.split} split of {qdir}")
+    models = resolve_models(cfg)
+    log(f"evaluating {len(models)} model(s) on {len(questions)} {e.split} questions from {qdir}")
+    answerer = answerer or default_answerer(cfg, log)
+    try:
+        train_counts = answer_counts(qdir, "train")
+    except FileNotFoundError:
+        log(f"no train split in {qdir}: the majority baseline guesses at random")
+        train_counts = {}
+    systems = baseline_systems(questions, train_counts, e.seed)
+    for k, (label, path) in enumerate(models, 1):
+        log(f"[{k}/{len(models)}] {label}: {path}")
+        answers, run = answerer(path, questions)
+        systems.append(model_system(label, path, questions, answers, run))
+        log(f"  {label}: accuracy {pct(systems[-1].correct.mean())}")
+    results = score_systems(questions, systems, e.bootstrap_samples, e.confidence, e.seed)
+    out = Path(cfg.output_dir) / e.output_subdir
+    results["meta"] = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       "questions_dir": str(qdir), "split": e.split, "max_new_tokens": e.max_new_tokens,
+                       "config": e.model_dump(mode="json"), "output_dir": str(out)}
+    write_outputs(out, results, questions, systems, read_metrics(metrics_path(cfg)), e.examples, e.seed)
+    log(f"report: {out / 'report.md'}")
+    return results
+
+
+def write_outputs(out: Path, results: dict, questions: list[EvalQuestion], systems: list[System],
+                  training: list[dict], n_examples: int, seed: int) -> dict[str, Path]:
+    """Plots, answers.jsonl, report.md and results.json (last: its presence means all are there)."""
+    from creason.evaluate.plots import plot_by_section, plot_overall, plot_training_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"overall": plot_overall(results, out / "accuracy_overall.png"),
+             "section": plot_by_section(results, out / "accuracy_by_section.png")}
+    if training:
+        plots["training"] = plot_training_curve(training, out / "training_curve.png")
+    files = {**plots, "answers": write_jsonl(out / "answers.jsonl", question_records(questions, systems))}
+    results["meta"]["files"] = sorted([p.name for p in files.values()] + ["report.md", "results.json"])
+    report = render_report(results, questions, systems, pick_examples(questions, systems, n_examples, seed),
+                           {k: p.name for k, p in plots.items()})
+    files["report"] = write_atomic(out / "report.md", report)
+    files["results"] = write_atomic(out / "results.json", to_json(results))
+    return files
