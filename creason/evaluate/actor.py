@@ -29,11 +29,12 @@ class EvalWorker:
         return True
 
     def answer(self, questions: list[EvalQuestion], max_new_tokens: int) -> tuple[list[ModelAnswer], dict]:
-        """The protocol's answers to `questions`, and {"questions", "tokens", "seconds"}."""
-        start = time.perf_counter()
-        answers = answer_questions(self.engine.llm, self.engine.tokenizer, questions, max_new_tokens, self.max_model_len)
+        """The protocol's answers to `questions`, and {"questions", "tokens", "seconds", "reasoning_s", "forced_s"}."""
+        start, timings = time.perf_counter(), {}
+        answers = answer_questions(self.engine.llm, self.engine.tokenizer, questions, max_new_tokens, self.max_model_len,
+                                   timings)
         tokens = sum(a.reasoning_tokens for a in answers)
-        return answers, {"questions": len(answers), "tokens": tokens, "seconds": time.perf_counter() - start}
+        return answers, {"questions": len(answers), "tokens": tokens, "seconds": time.perf_counter() - start, **timings}
 
 
 def create_eval_actors(n: int, model_path: str, engine_kwargs: dict, num_cpus: float = 1, num_gpus: float = 0) -> list:
@@ -70,8 +71,8 @@ def answer_on_actors(actors: list, questions: list[EvalQuestion], max_new_tokens
             progress(done, len(questions), time.perf_counter() - start)
     answers = [a for batch_answers, _ in results for a in batch_answers]
     seconds = time.perf_counter() - start
-    tokens = sum(stats["tokens"] for _, stats in results)
-    return answers, {"questions": len(answers), "tokens": tokens, "seconds": seconds,
+    summed = {k: sum(stats[k] for _, stats in results) for k in ("tokens", "reasoning_s", "forced_s")}
+    return answers, {"questions": len(answers), "seconds": seconds, **summed,
                      "questions_per_s": len(answers) / seconds if seconds > 0 else 0.0}
 
 

@@ -108,8 +108,11 @@ def letter_of(token_id: int, letter_ids: dict[str, int], valid: str) -> str:
 
 
 def answer_questions(llm: Any, tokenizer: Any, questions: list[EvalQuestion], max_new_tokens: int,
-                     max_model_len: int) -> list[ModelAnswer]:
-    """Both steps of the protocol for `questions` on a `vllm.LLM` (two batched generate calls)."""
+                     max_model_len: int, timings: dict | None = None) -> list[ModelAnswer]:
+    """Both steps of the protocol for `questions` on a `vllm.LLM` (two batched generate calls).
+    `timings`, when given, receives the seconds of each step ("reasoning_s", "forced_s")."""
+    import time
+
     from vllm import SamplingParams
 
     from creason.rollout.engine import encode_chat
@@ -121,13 +124,17 @@ def answer_questions(llm: Any, tokenizer: Any, questions: list[EvalQuestion], ma
     reason_params = [SamplingParams(temperature=0.0, max_tokens=reasoning_budget(len(p), max_new_tokens, max_model_len,
                                                                                   len(suffix)))
                      for p in prompts]
+    start = time.perf_counter()
     reasoned = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], reason_params,
                                                     use_tqdm=False)]
+    middle = time.perf_counter()
     forced_inputs = [forced_prompt_ids(p, list(r.token_ids), suffix, special) for p, r in zip(prompts, reasoned)]
     force_params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=FORCED_TOP_LOGPROBS,
                                    allowed_token_ids=[letter_ids[x] for x in q.letters]) for q in questions]
     forced = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": f} for f in forced_inputs], force_params,
                                                   use_tqdm=False)]
+    if timings is not None:
+        timings.update(reasoning_s=middle - start, forced_s=time.perf_counter() - middle)
     return [_answer(q, r, f, letter_ids, tokenizer) for q, r, f in zip(questions, reasoned, forced)]
 
 

@@ -43,7 +43,9 @@ class RolloutWorker:
         self.engine = make_engine(backend, model_path, **{**(engine_kwargs or {}), "num_threads": num_threads})
         self.version = 0
 
-    def generate(self, prompts: list[ChatPrompt], spec: SamplingSpec, expected_version: int) -> tuple[list[list[Completion]], dict]:
+    def generate(
+        self, prompts: list[ChatPrompt], spec: SamplingSpec, expected_version: int
+    ) -> tuple[list[list[Completion]], dict]:
         """Completions and stats (tokens, seconds, tokens_per_s, weight_version, ...)."""
         if expected_version != self.version:
             raise StaleWeightsError(f"rollout actor holds weights v{self.version}, caller expects v{expected_version}")
@@ -71,17 +73,19 @@ def create_rollout_actors(
     num_cpus_per_actor: float = 1,
     placement_group: Any = None,
     num_threads: int | None = None,
+    num_gpus_per_actor: float = 0,
 ) -> list[Any]:
     """Start `n` `RolloutWorker` actors (they load their engines in the background: call
     `weight_version` on them to wait). With a placement group, actor i goes to bundle i.
     `num_threads` (torch threads per actor) defaults to the whole CPUs of `num_cpus_per_actor`."""
     threads = num_threads or max(1, int(num_cpus_per_actor))
-    actor_cls = ray.remote(num_cpus=num_cpus_per_actor)(RolloutWorker)
+    actor_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(RolloutWorker)
     actors = []
     for i in range(n):
         options = {}
         if placement_group is not None:
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=i)
+            strategy = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=i)
+            options["scheduling_strategy"] = strategy
         actors.append(actor_cls.options(**options).remote(str(model_path), backend, engine_kwargs, threads))
     return actors
 

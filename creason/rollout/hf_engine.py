@@ -59,10 +59,10 @@ class HfEngine:
         )
         new_tokens = sequences[:, width:]  # (B * n, T)
         logprobs = recorder.finish(sequences)  # (B * n, T)
-        result = [
-            [self._completion(i, prompt_ids[i], new_tokens[i * spec.n + j], logprobs[i * spec.n + j], spec) for j in range(spec.n)]
-            for i in range(len(prompts))
-        ]
+        # generate's rows are prompt-major: row r is sample r % n of prompt r // n
+        flat = [self._completion(r // spec.n, prompt_ids[r // spec.n], new_tokens[r], logprobs[r], spec.stop)
+                for r in range(len(new_tokens))]
+        result = [flat[i * spec.n : (i + 1) * spec.n] for i in range(len(prompts))]
         self.last_stats = GenerationStats.of(prompt_ids, result, time.perf_counter() - start)
         return result
 
@@ -81,10 +81,12 @@ class HfEngine:
             state[name].copy_(tensor)
         return time.perf_counter() - start
 
-    def _completion(self, index: int, prompt_ids: list[int], row: torch.Tensor, logprobs: torch.Tensor, spec: SamplingSpec) -> Completion:
+    def _completion(
+        self, index: int, prompt_ids: list[int], row: torch.Tensor, logprobs: torch.Tensor, stop: list[str]
+    ) -> Completion:
         """Cut a padded row after its first EOS, else after its first stop string."""
         tokens = row.tolist()
-        end, reason = _end_of_completion(tokens, self.eos_ids, spec.stop, self._tokenizer)
+        end, reason = _end_of_completion(tokens, self.eos_ids, stop, self._tokenizer)
         tokens = tokens[:end]
         text = self._tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(index, tokens, prompt_ids, text, logprobs[:end].tolist(), reason)

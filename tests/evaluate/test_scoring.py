@@ -4,9 +4,7 @@ the baselines, and the whole `evaluate` run (files, report, plots) with that fak
 from __future__ import annotations
 
 import json
-from collections import Counter
 
-import numpy as np
 import pytest
 
 from creason.config import load_config
