@@ -8,6 +8,7 @@ training encodes them (`creason.rollout.engine.encode_chat`).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -43,16 +44,25 @@ class ServeEngine:
         max_model_len: prompt + completion tokens per request.
         kv_cache_bytes: KV cache size, explicit (the CPU backend's default reserves a fraction of
             all host memory).
+        inline_worker: run the model worker inside the engine-core process (`uni` executor). On
+            CPUs vLLM otherwise always starts a third process (it sets thread placement there),
+            which costs 15-40 s of start-up on 2 cores; it allows `uni` only with
+            VLLM_ENABLE_V1_MULTIPROCESSING=0, which `AsyncLLM` ignores (its engine core is a
+            child process either way). Set in this process: a replica owns its process.
     """
 
-    def __init__(self, model_path: str, dtype: str = "float32", max_model_len: int = 2048, kv_cache_bytes: int = 256 * 1024**2):
+    def __init__(self, model_path: str, dtype: str = "float32", max_model_len: int = 2048, kv_cache_bytes: int = 256 * 1024**2,
+                 inline_worker: bool = False):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if inline_worker:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.model_path, self.max_model_len = str(model_path), max_model_len
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
             model=self.model_path, dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
             kv_cache_memory_bytes=kv_cache_bytes, disable_log_stats=True,
+            distributed_executor_backend="uni" if inline_worker else None,
         ))
         self.tokenizer = self.engine.get_tokenizer()
         self.warm_up_seconds: float | None = None

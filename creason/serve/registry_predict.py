@@ -26,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from creason.config import CreasonConfig
-from creason.data.dictionary import CODED_KINDS, DataDictionary, VariableKind
-from creason.data.pipeline import PLAN_FILE, load_registry_dictionary
+from creason.data.dictionary import CODED_KINDS, DataDictionary, VariableKind, load_dictionary, sepsis_dictionary
+from creason.data.pipeline import PLAN_FILE
 from creason.data.prepare import prepare_table
 from creason.data.mixture import component_std
 from creason.data.questions import LETTERS, MASKED, OUTCOME, QuestionPlan, options_text, question_text
@@ -60,12 +59,17 @@ class RegistryContext(BaseModel):
 
     @classmethod
     def load(cls, questions_dir: str | Path) -> "RegistryContext":
-        """From a build's `plan.json` and `manifest.json` (whose config names the dictionary)."""
+        """From a build's `plan.json` and `manifest.json`. Only the manifest's dictionary, profile
+        and seed are read (as `load_registry_dictionary` reads them), so a build made under an
+        older config schema still loads."""
         folder = Path(questions_dir)
         plan = QuestionPlan.model_validate_json((folder / PLAN_FILE).read_text())
-        cfg = CreasonConfig.model_validate(json.loads((folder / MANIFEST_FILE).read_text())["config"])
-        s = cfg.questions.split
-        return cls(plan=plan, dictionary=load_registry_dictionary(cfg), seed=cfg.seed, split_fractions=(s.train, s.validation, s.test))
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        data = manifest["config"]["data"]
+        dictionary = (load_dictionary(data["dictionary"]).select(data["profile"]) if data.get("dictionary")
+                      else sepsis_dictionary(data["profile"]))
+        s = plan.config.split
+        return cls(plan=plan, dictionary=dictionary, seed=manifest["seed"], split_fractions=(s.train, s.validation, s.test))
 
 
 class PredictionPrompt(BaseModel):

@@ -232,12 +232,16 @@ def serve_phase(args, key: str, serve_args: dict) -> dict:
             "replicas_after": after, "waited_for_downscale_s": waited, "deployment_status_after": str(status)}
 
 
-def vllm_phase(args, model: str, env: dict) -> dict:
+def vllm_phase(args, model: str, env: dict, inline_worker: bool) -> dict:
+    """vLLM's server with the replica's engine settings, process layout and threads."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "creason",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", str(args.max_model_len),
            "--kv-cache-memory-bytes", str(int(args.kv_cache_gib * 1024**3)), "--enforce-eager", "--disable-log-stats"]
+    if inline_worker:
+        cmd += ["--distributed-executor-backend", "uni"]
+        env = {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     log = open(Path(tempfile.gettempdir()) / "serve_load_vllm.log", "w")
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     start = time.perf_counter()
@@ -302,12 +306,13 @@ def main() -> None:
                      "serve.upscale_delay_s=2", f"serve.kv_cache_gib={args.kv_cache_gib}", f"serve.max_model_len={args.max_model_len}",
                      "serve.require_api_key=true"]
         serve_args = {**app, "model_path": model, "questions_dir": f"{tmp}/questions", "overrides": overrides}
-        env = load_config(serve_args["config"], overrides).serve.replica_env
-        result = {"model": model, "cores": os.cpu_count(), "max_tokens": args.max_tokens, "replica_env": env,
+        serve_cfg = load_config(serve_args["config"], overrides).serve
+        env, inline = serve_cfg.replica_env, serve_cfg.cpu_inline_worker
+        result = {"model": model, "cores": os.cpu_count(), "max_tokens": args.max_tokens, "replica_env": env, "inline_worker": inline,
                   "serve": serve_phase(args, key, serve_args)}
         ray.shutdown()
     if not args.skip_vllm:
-        result["vllm"] = vllm_phase(args, model, {"OMP_NUM_THREADS": "1", **env})  # as a 1-CPU Ray replica gets
+        result["vllm"] = vllm_phase(args, model, {"OMP_NUM_THREADS": "1", **env}, inline)  # OMP: as a 1-CPU replica gets
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
