@@ -132,3 +132,17 @@ def test_answer_letter_only_names_offered_options():
     assert answer_letter(r"so \boxed{C}", 2) is None
     assert answer_letter("B", 5) is None
     assert LETTERS[:3] == "ABC"
+
+
+def test_context_loads_from_a_build_made_under_an_older_config(built, tmp_path):
+    import json
+
+    import yaml
+
+    *_, plan, ctx = built
+    (tmp_path / "dictionary.yaml").write_text(yaml.safe_dump(ctx.dictionary.model_dump(mode="json")))
+    (tmp_path / "plan.json").write_text(plan.model_dump_json())
+    old_config = {"data": {"dictionary": str(tmp_path / "dictionary.yaml"), "profile": "full"}, "train": {"retired_key": 1}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"seed": 0, "config": old_config}))
+    loaded = RegistryContext.load(tmp_path)
+    assert loaded.dictionary == ctx.dictionary and loaded.split_fractions == FRACTIONS and loaded.plan == plan
