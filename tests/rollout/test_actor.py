@@ -19,11 +19,10 @@ GREEDY = SamplingSpec(n=1, temperature=0.0, max_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(smollm2_dir, tmp_path_factory):
-    """Two tiny Llamas with different random weights; hidden=128 for vLLM's CPU attention (head
-    size 32; it has no kernel for 16)."""
-    root = tmp_path_factory.mktemp("rollout-actor-models")
-    return [build_tiny_model(root / f"tiny-{seed}", smollm2_dir, seed=seed, hidden=128) for seed in (0, 1)]
+def tiny_pair(tiny_model_dir, smollm2_dir, tmp_path_factory):
+    """The tiny Llama and a twin that differs only in its random weights (seed 1)."""
+    other = build_tiny_model(tmp_path_factory.mktemp("rollout-actor-models") / "tiny-1", smollm2_dir, seed=1)
+    return [tiny_model_dir, other]
 
 
 @pytest.fixture(scope="module")

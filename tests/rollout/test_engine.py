@@ -22,11 +22,10 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(smollm2_dir, tmp_path_factory):
-    """Two tiny Llamas that differ only in their random weights. hidden=128 gives 4 heads of 32:
-    vLLM's CPU attention supports head sizes 32, 64, 80, ... (not the 16 of hidden=64)."""
-    root = tmp_path_factory.mktemp("rollout-models")
-    return [build_tiny_model(root / f"tiny-{seed}", smollm2_dir, seed=seed, hidden=128) for seed in (0, 1)]
+def tiny_pair(tiny_model_dir, smollm2_dir, tmp_path_factory):
+    """The tiny Llama and a twin that differs only in its random weights (seed 1)."""
+    other = build_tiny_model(tmp_path_factory.mktemp("rollout-models") / "tiny-1", smollm2_dir, seed=1)
+    return [tiny_model_dir, other]
 
 
 @pytest.fixture(scope="module")
