@@ -35,7 +35,6 @@ from creason.serve.engine import ServeEngine, resolve_model_folder
 from creason.serve.protocol import (
     ApiError,
     ChatCompletionRequest,
-    ErrorResponse,
     ModelCard,
     ModelList,
     RegistryPredictRequest,

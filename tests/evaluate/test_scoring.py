@@ -107,7 +107,7 @@ def test_evaluate_with_the_fake_writes_report_plots_and_results(planted, tmp_pat
     cfg = load_config(None, [f"output_dir={out}", f"evaluate.questions_dir={planted}", "evaluate.bootstrap_samples=200",
                              "evaluate.models=[always-a=/fake/a, /fake/run/step_00000007/policy]"])
     logs = []
-    results = evaluate(cfg, answerer=fake_always_a_generate, log=logs.append)
+    evaluate(cfg, answerer=fake_always_a_generate, log=logs.append)
     folder = out / "eval"
     for name in ("results.json", "report.md", "answers.jsonl", "accuracy_overall.png", "accuracy_by_section.png",
                  "training_curve.png"):
