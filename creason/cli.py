@@ -72,6 +72,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Every stage in order (`creason quickstart`, `ray_jobs/pipeline.py`)."""
+    import shutil
+    import time
+
+    from creason.pipeline import render_summary, run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    if args.fresh:
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
+    run = run_pipeline(cfg, keep_serving=args.keep_serving, log=lambda m: print(m, flush=True))
+    print(render_summary(run), flush=True)
+    if args.keep_serving:
+        print("serving until Ctrl-C", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Deploy the endpoint onto a running cluster, ask it one question, and return (it stays up)."""
+    import os
+
+    from creason.raycluster import connect
+    from creason.serve.client import deploy_and_ask
+
+    cfg = load_config(args.config, args.overrides)
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        raise ConfigError("deploy needs a running cluster (ray.address or RAY_ADDRESS); locally, use `creason serve`")
+    connect(cfg.ray)
+    reply = deploy_and_ask(cfg, keep_serving=True, log=lambda m: print(m, flush=True))
+    print(f"serving at {reply['url']}/v1")
+    return 0
+
+
+def _cmd_kill(args: argparse.Namespace) -> int:
+    from creason.faults import cmd_kill
+
+    return cmd_kill(args)
+
+
 def cmd_generate_registry(args: argparse.Namespace) -> int:
     from creason.data.export import write_synthetic_registry
 
@@ -92,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "GRPO on the built questions: vLLM rollout actors + Ray Train/DeepSpeed workers"),
         ("evaluate", _cmd_evaluate, "the study's protocol on held-out questions: accuracy, CIs, McNemar, report"),
         ("serve", _cmd_serve, "serve a model as a Ray Serve endpoint (OpenAI-compatible + /v1/registry/predict)"),
+        ("deploy", cmd_deploy, "deploy the endpoint onto a running cluster, ask it one question, and return"),
+        ("kill", _cmd_kill, "fault injection: kill a training worker, rollout actor or Serve replica by role"),
+        ("quickstart", cmd_pipeline, "every stage: questions, evaluate the base model, train, evaluate again, serve and ask"),
     ):
         p = sub.add_parser(name, help=text)
         _config_args(p)
@@ -104,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
             from creason.evaluate.cli_command import add_evaluate_arguments
 
             add_evaluate_arguments(p)
+        if name == "kill":
+            from creason.faults import add_kill_arguments
+
+            add_kill_arguments(p)
+        if name == "quickstart":
+            p.add_argument("--fresh", action="store_true", help="delete output_dir first (an earlier run there stops it)")
+            p.add_argument("--keep-serving", action="store_true", help="keep the endpoint up after the summary, until Ctrl-C")
         if name == "serve":
             p.add_argument("--model", default=None, help="model folder or training checkpoint to serve (serve.model_path)")
     return parser

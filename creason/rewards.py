@@ -103,6 +103,38 @@ def format_reward(completions: list[Any], bonus: float = 0.1, **kwargs: Any) -> 
     return scores
 
 
+_ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-E])(?![\w-])")
+_LINE_LETTER = re.compile(r"(?m)^\s*\(?([A-E])(?:[.):]|\s*$)")  # a line that starts "B. ...", "(C)", or is "A"
+
+
+def stated_letter(text: str) -> str | None:
+    r"""The answer letter of a completion, read leniently: the first `\boxed{}` letter; else the
+    letter after "answer is"; else the letter that starts the first line naming an option.
+
+    >>> [stated_letter(t) for t in (r"\boxed{C}", "The answer is B.", "Thinking...\nD. 70-79", "Cardiac", "A-E")]
+    ['C', 'B', 'D', None, None]
+    """
+    if (boxed := extract_boxed_letter(text)) is not None:
+        return boxed
+    match = _ANSWER_IS.search(text) or _LINE_LETTER.search(text)
+    return match.group(1) if match else None
+
+
+def stated_letter_reward(completions: list[Any], ground_truth: list[str], **kwargs: Any) -> list[float]:
+    r"""1.0 where the `stated_letter` is the ground-truth letter, else 0.0.
+
+    A shaping reward for small models, which name the option ("B. Sepsis") far more often than they
+    box it (SmolLM2-135M: a box in 5 of 96 samples, 2026-12-02): it gives GRPO a signal on the answer
+    from the first step, while `boxed_letter_reward` and `format_reward` pay for the study's format.
+
+    >>> stated_letter_reward([r"so \boxed{B}", "B. Yes", "The answer is C"], ["B", "B", "B"])
+    [1.0, 1.0, 0.0]
+    """
+    if len(completions) != len(ground_truth):
+        raise ValueError(f"{len(completions)} completions but {len(ground_truth)} ground truths")
+    return [float(stated_letter(_completion_text(c)) == str(g).strip().upper()) for c, g in zip(completions, ground_truth)]
+
+
 def load_reward(dotted_path: str) -> RewardFn:
     """Import a reward callable from "package.module:function" or "package.module.function".
 

@@ -17,7 +17,8 @@ def ray_local():
     if not ray.is_initialized():
         # Workers import test-only helpers (e.g. a reward by dotted path) from the repository root.
         root = str(Path(__file__).resolve().parents[1])
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+        # address="local": a new cluster, never one that `ray start` left running on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
                  runtime_env={"env_vars": {"PYTHONPATH": root}})
     yield ray
     ray.shutdown()

@@ -169,3 +169,20 @@ def test_reward_error_record_and_length_check():
 def test_doctests():
     result = doctest.testmod(rewards)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("text, letter", [
+    (r"B. Third-generation cephalosporin", "B"),  # SmolLM2's usual answer: the option line
+    ("C\n\nThe best answer is \"40-49\"", "C"),
+    (r"Reasoning... so the answer is (E). Also \boxed{A}", "A"),  # the box wins
+    ("Some text\n(D) 70-79", "D"),
+    ("Blood culture was Positive", None),  # a word, not a letter
+    ("answer is B-lactam", None),
+    ("", None),
+])
+def test_stated_letter_reads_unboxed_answers(text, letter):
+    assert rewards.stated_letter(text) == letter
+
+
+def test_stated_letter_reward_scores_right_answers_only():
+    assert rewards.stated_letter_reward(["A. 60-69", "E. 70-79", "no idea"], ["E", "E", "E"]) == [0.0, 1.0, 0.0]

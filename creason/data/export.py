@@ -32,3 +32,12 @@ def write_synthetic_registry(cfg: CreasonConfig, path: Path) -> Path:
             writer.close()
     os.replace(tmp, path)
     return path
+
+
+def synthetic_record(cfg: CreasonConfig, patient_number: int = 9_000_000) -> dict:
+    """One new synthetic patient as a client would send it to `/v1/registry/predict`: values by
+    variable name in JSON types (ISO 8601 strings for datetimes), identifiers included, as a user's
+    registry row would hold them. Patient numbers of 9,000,000 up are never built into questions by
+    the shipped configs."""
+    table = generate_block(load_registry_dictionary(cfg), 1, cfg.seed + 1, patient_number, patient_number)
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in table.to_pylist()[0].items()}

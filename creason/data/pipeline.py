@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig
 from creason.data.dictionary import DataDictionary, load_dictionary, sepsis_dictionary
 from creason.data.mutual_info import cardinalities, discretize, joint_counts, mi_variables, normalized_mi
@@ -69,7 +70,7 @@ def _read_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfi
         typed, problems = read_registry_file(path, dictionary, on_bad_row="reject")
         if problems:
             name = hashlib.sha256(path.encode()).hexdigest()[:16] + ".jsonl"
-            _write_text_atomic(Path(rejected_dir) / name, "".join(json.dumps(r) + "\n" for r in rejection_records(problems)))
+            write_text_atomic(Path(rejected_dir) / name, "".join(json.dumps(r) + "\n" for r in rejection_records(problems)))
         parts.append(_prepare(typed, dictionary, cfg))
     return pa.concat_tables(parts)
 
@@ -206,8 +207,8 @@ def build_question_set(cfg: CreasonConfig) -> dict:
         manifest = _manifest(cfg, dictionary, plan, counts, sample_info, timer)
         _collect_rejections(staging)
         shutil.rmtree(staging / "_prepared")
-        _write_text_atomic(staging / "manifest.json", json.dumps(manifest, indent=2))
-        _write_text_atomic(staging / PLAN_FILE, plan.model_dump_json())  # serving builds prompts with it
+        write_text_atomic(staging / "manifest.json", json.dumps(manifest, indent=2))
+        write_text_atomic(staging / PLAN_FILE, plan.model_dump_json())  # serving builds prompts with it
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -243,15 +244,8 @@ def _recorded_problems(staging: Path) -> list[BadCell]:
 def _collect_rejections(staging: Path) -> None:
     parts = sorted((staging / "_rejected").glob("*.jsonl")) if (staging / "_rejected").exists() else []
     if parts:
-        _write_text_atomic(staging / "rejected_rows.jsonl", "".join(p.read_text() for p in parts))
+        write_text_atomic(staging / "rejected_rows.jsonl", "".join(p.read_text() for p in parts))
         shutil.rmtree(staging / "_rejected")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:

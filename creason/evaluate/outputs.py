@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from creason.atomic import write_text_atomic as write_atomic
 
 from creason.evaluate.questions import EvalQuestion
 from creason.evaluate.scoring import System
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _finite(value):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -19,16 +18,15 @@ from creason.evaluate.scoring import System, baseline_systems, model_system, sco
 
 #: `answerer(model_path, questions) -> (answers in question order, run stats)`.
 Answerer = Callable[[str, list[EvalQuestion]], tuple[list, dict]]
-_STEP = re.compile(r"^step_(\d+)$")
 
 
 def latest_policy(output_dir: str | Path) -> tuple[int, Path] | None:
     """(step, policy folder) of the complete training checkpoint of highest step under
-    `<output_dir>/ray_train` (layout of `creason.train.checkpoint`: step_N/policy + COMPLETE)."""
-    root = Path(output_dir) / "ray_train"
-    found = [(int(m.group(1)), p / "policy") for p in root.rglob("step_*")
-             if (m := _STEP.match(p.name)) and (p / "COMPLETE").is_file() and (p / "policy" / "config.json").is_file()]
-    return max(found) if found else None
+    `<output_dir>/ray_train` (layout of `creason.train.checkpoint`: step_N/policy)."""
+    from creason.train.checkpoint import checkpoint_step, latest_checkpoint
+
+    found = latest_checkpoint(Path(output_dir) / "ray_train")
+    return None if found is None else (checkpoint_step(found), found / "policy")
 
 
 def _label(entry: str) -> tuple[str, str]:

@@ -8,10 +8,10 @@ missed or late weight push can never produce off-policy samples silently.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.exceptions import RayActorError
 
 from creason.rollout.types import ChatPrompt, Completion, RolloutEngine, SamplingSpec, StaleWeightsError
 
@@ -64,6 +64,10 @@ class RolloutWorker:
         """The version held; also a readiness probe (returns once the engine has started)."""
         return self.version
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on."""
+        return ray.get_runtime_context().get_node_id()
+
 
 def create_rollout_actors(
     n: int,
@@ -71,41 +75,59 @@ def create_rollout_actors(
     backend: str = "vllm",
     engine_kwargs: dict | None = None,
     num_cpus_per_actor: float = 1,
-    placement_group: Any = None,
-    num_threads: int | None = None,
     num_gpus_per_actor: float = 0,
+    resources: dict[str, float] | None = None,
+    max_restarts: int = 0,
+    num_threads: int | None = None,
 ) -> list[Any]:
     """Start `n` `RolloutWorker` actors (they load their engines in the background: call
-    `weight_version` on them to wait). With a placement group, actor i goes to bundle i.
-    `num_threads` (torch threads per actor) defaults to the whole CPUs of `num_cpus_per_actor`."""
+    `weight_version` on them to wait). `resources`: custom Ray resources each reserves (to keep
+    them on a pool of nodes); `max_restarts`: times Ray restarts a dead one (it comes back holding
+    the base weights, version 0, until `WeightSync.catch_up`). `num_threads` (torch threads per
+    actor) defaults to the whole CPUs of `num_cpus_per_actor`."""
     threads = num_threads or max(1, int(num_cpus_per_actor))
-    actor_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(RolloutWorker)
-    actors = []
-    for i in range(n):
-        options = {}
-        if placement_group is not None:
-            strategy = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=i)
-            options["scheduling_strategy"] = strategy
-        actors.append(actor_cls.options(**options).remote(str(model_path), backend, engine_kwargs, threads))
-    return actors
+    actor_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor, resources=resources or None,
+                           max_restarts=max_restarts)(RolloutWorker)
+    return [actor_cls.remote(str(model_path), backend, engine_kwargs, threads) for _ in range(n)]
 
 
 def generate_on_actors(
-    actors: list[Any], prompts: list[ChatPrompt], spec: SamplingSpec, version: int
+    actors: list[Any], prompts: list[ChatPrompt], spec: SamplingSpec, version: int,
+    recover: Callable[[Any], Any] | None = None, max_attempts: int = 3,
 ) -> tuple[list[list[Completion]], dict]:
     """Split `prompts` into contiguous chunks, one per actor, and gather the completions in prompt
     order (`prompt_index` renumbered to index `prompts`). Stats: summed tokens, the wall seconds of
-    the whole call, and each actor's own stats under "actors"."""
+    the whole call, each actor's own stats under "actors", and "actor_restarts".
+
+    An actor that dies while it holds a chunk fails that chunk only: with `recover` (called with the
+    actor; it must wait for the restarted actor and load the current weights into it), the chunk is
+    sampled again on it, up to `max_attempts` times in all; its lost completions are never used, so
+    every prompt is sampled exactly once in the result. Without `recover`, the error propagates.
+    """
     start = time.perf_counter()
     busy = [(a, lo, hi) for a, (lo, hi) in zip(actors, _contiguous_chunks(len(prompts), len(actors))) if hi > lo]
-    results = ray.get([a.generate.remote(prompts[lo:hi], spec, version) for a, lo, hi in busy])
+    pending = {a.generate.remote(prompts[lo:hi], spec, version): (a, lo, hi, 1) for a, lo, hi in busy}
+    results: dict[int, tuple] = {}
+    restarts = 0
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        actor, lo, hi, attempt = pending.pop(ref)
+        try:
+            results[lo] = ray.get(ref)
+        except RayActorError:
+            if recover is None or attempt >= max_attempts:
+                raise
+            restarts += 1
+            recover(actor)
+            pending[actor.generate.remote(prompts[lo:hi], spec, version)] = (actor, lo, hi, attempt + 1)
     completions = []
-    for (_, lo, _), (groups, _) in zip(busy, results):
-        completions.extend([_shifted(c, lo) for c in group] for group in groups)
-    per_actor = [stats for _, stats in results]
+    for lo in sorted(results):
+        completions.extend([_shifted(c, lo) for c in group] for group in results[lo][0])
+    per_actor = [results[lo][1] for lo in sorted(results)]
     seconds = time.perf_counter() - start
     tokens = sum(s["tokens"] for s in per_actor)
-    summary = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "weight_version": version}
+    summary = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "weight_version": version,
+               "actor_restarts": restarts}
     return completions, {**summary, "actors": per_actor}
 
 

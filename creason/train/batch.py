@@ -28,6 +28,9 @@ from torch import Tensor
 from creason.algo import apply_truncation
 
 
+PER_ROW_FIELDS = ("advantages", "prompt_lens")  # (B,) fields; the others are (B, T)
+
+
 @dataclass
 class RolloutBatch:
     """Prompt + response token ids, right-padded, with what the loss needs. B rows, T columns."""
@@ -38,6 +41,7 @@ class RolloutBatch:
     old_logp: Tensor  # (B, T) float32: sampler log-probs on response tokens, 0 elsewhere
     advantages: Tensor  # (B,) float32: one per sequence
     ref_logp: Tensor | None = None  # (B, T) float32: reference-model log-probs, when beta > 0
+    prompt_lens: Tensor | None = None  # (B,) long: prompt tokens of each row (rows of a group share a prompt)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -56,8 +60,8 @@ class RolloutBatch:
         return self._map(lambda _, v: v[index])
 
     def columns(self, length: int) -> RolloutBatch:
-        """The first `length` columns (advantages untouched)."""
-        return self._map(lambda name, v: v if name == "advantages" else v[:, :length])
+        """The first `length` columns (per-row fields untouched)."""
+        return self._map(lambda name, v: v if name in PER_ROW_FIELDS else v[:, :length])
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         return self._map(lambda _, v: v.to(device))
@@ -101,7 +105,8 @@ def collate(
     if truncated_mask_out is not None:
         _, response_mask = apply_truncation(adv, response_mask, torch.tensor(truncated_mask_out), mode="mask")
         old_logp = old_logp * response_mask
-    return RolloutBatch(input_ids, attention_mask, response_mask, old_logp, adv)
+    prompt_lens = torch.tensor([len(p) for p in prompt_token_ids], dtype=torch.long)
+    return RolloutBatch(input_ids, attention_mask, response_mask, old_logp, adv, prompt_lens=prompt_lens)
 
 
 def pad_rows(batch: RolloutBatch, multiple: int) -> RolloutBatch:

@@ -10,7 +10,7 @@ Layout of `root/step_00000042/`:
                         reference model's state when one was refreshed (else None)
     rng_rank{r}.pt      RNG states of rank r > 0
     meta.json           step, time, config hash
-    COMPLETE            written last
+    COMPLETE.rank{r}    written last by each rank r: the world size and every file it sees, with sizes
 
 Why DeepSpeed's own checkpoint for the optimizer: with ZeRO 1/2/3 each rank holds a partition of
 the optimizer state (and of the fp32 master weights under bf16); `engine.save_checkpoint` /
@@ -19,8 +19,14 @@ ZeRO 0-3, fp32 and bf16, and for 2 ranks at ZeRO-2). Restoring only the HF weigh
 Adam's moments, and with bf16 the fp32 masters. A `TorchEngine` has the same two methods.
 
 Every rank calls `save_checkpoint` (DeepSpeed's save and, at ZeRO-3, gathering the weights are
-collective); they write into `root/.tmp-step_.../`, which rank 0 renames to `step_...` after the
-COMPLETE marker. The root is shared by the ranks, or each rank's own folder that Ray Train merges.
+collective); they write into `root/.tmp-step_.../`, which is renamed to `step_...` once every rank
+has written its marker. The root is shared by the ranks, or each rank's own folder that Ray Train
+merges into one (uploading them one by one).
+
+Complete or absent: a checkpoint counts (`is_complete`) only when the marker of every rank is there
+and every file a marker lists has its size. A process killed while writing leaves a `.tmp-` folder
+that nothing reads; a copy cut short (an upload to shared storage, one rank's folder of two merged)
+misses a marker or a file, and is skipped too, so resume takes the latest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch
 
 from creason.train.engine import full_state_dict, zero_stage_of
 
-COMPLETE = "COMPLETE"
+MARKER = "COMPLETE.rank{rank}"
 ENGINE_TAG = "state"
 _NAME = re.compile(r"^step_(\d+)$")
 
@@ -105,7 +111,7 @@ def save_checkpoint(
     folders, and file names never collide). `reference`: the reference model's state dict, when
     one was refreshed. An existing checkpoint of the same step is replaced.
     """
-    rank, _ = _rank_world()
+    rank, world = _rank_world()
     root = Path(root)
     final, tmp = root / checkpoint_name(step), root / f".tmp-{checkpoint_name(step)}"
     if rank == 0:
@@ -121,13 +127,42 @@ def save_checkpoint(
     else:
         torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     _barrier()
+    mark_complete(tmp, rank, world)
+    _barrier()
     if rank == 0:
-        (tmp / COMPLETE).write_text(f"{step}\n")
         _replace(tmp, final)
     _barrier()
     if tmp.exists():  # a folder of this rank's own: its files go in place too
         _replace(tmp, final)
     return final
+
+
+def mark_complete(folder: str | Path, rank: int = 0, world_size: int = 1) -> Path:
+    """Write rank `rank`'s marker into `folder`: the world size and the size of every file there
+    (but markers). Written last, once the rank's files (and, in a shared folder, all ranks') are in."""
+    folder = Path(folder)
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*"))
+             if f.is_file() and "COMPLETE.rank" not in f.name}  # nor another rank's marker being written
+    marker = folder / MARKER.format(rank=rank)
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(json.dumps({"world_size": world_size, "files": files}))
+    tmp.rename(marker)
+    return marker
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether `path` holds a complete checkpoint: rank 0's marker, the marker of every other rank
+    it names, and every listed file with its listed size."""
+    path = Path(path)
+    try:
+        world = json.loads((path / MARKER.format(rank=0)).read_text())["world_size"]
+        for rank in range(world):
+            listed = json.loads((path / MARKER.format(rank=rank)).read_text())["files"]
+            if any(not (path / name).is_file() or (path / name).stat().st_size != size for name, size in listed.items()):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def _write_shared(tmp: Path, module, weights, tokenizer, *, step, data_position, scheduler, reference, config) -> None:
@@ -157,13 +192,19 @@ def _replace(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """42 for `.../step_00000042`."""
+    return int(_NAME.match(Path(path).name).group(1))
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The complete checkpoint (step_N/ with a COMPLETE marker) of highest step under root, or None."""
+    """The complete checkpoint (`step_N/`, see `is_complete`) of highest step anywhere under root
+    (Ray Train nests them: `root/grpo/checkpoint_<time>/step_N/`), or None."""
     root = Path(root)
     if not root.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if p.is_dir() and (m := _NAME.match(p.name)) and (p / COMPLETE).is_file()]
+    found = [(int(m.group(1)), p) for p in root.rglob("step_*")
+             if p.is_dir() and (m := _NAME.match(p.name)) and is_complete(p)]
     return max(found)[1] if found else None
 
 
@@ -175,10 +216,10 @@ def load_checkpoint(path: str | Path, engine, scheduler=None) -> dict:
     Returns {"step", "data_position", "reference" (a state dict or None), "meta", "path"}.
     """
     path = Path(path)
-    if not (path / COMPLETE).is_file() and (latest := latest_checkpoint(path)) is not None:
+    if not is_complete(path) and (latest := latest_checkpoint(path)) is not None:
         path = latest
-    if not (path / COMPLETE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (a rank's marker or a file it lists is missing)")
     loaded, _ = engine.load_checkpoint(str(path / "engine"), tag=ENGINE_TAG, load_optimizer_states=True,
                                        load_lr_scheduler_states=False)
     if loaded is None:

@@ -14,6 +14,7 @@ all-reduces the gradients); rank 0 then pushes the new weights to the actors.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from creason.algo import mix_reference, should_refresh_reference
+from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig
 from creason.rollout.actor import generate_on_actors
 from creason.rollout.types import SamplingSpec
@@ -78,9 +80,12 @@ class GrpoTrainer:
             total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
             micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world,
         )
+        if self.ref is not None:
+            self.ref.to(self.engine.device)  # the reference computes where the policy does
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
         self.val = load_questions(questions_dir, "validation", t.question_kinds)[: t.eval_questions] if t.eval_every else []
         self.rewards = load_rewards(cfg.algorithm)
+        self.share_prompts = t.share_prompt_forward and t.zero_stage < 3  # ZeRO-3: model calls must match across ranks
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
         self.log = MetricsLog(Path(cfg.output_dir) / "train", cfg.train.steps) if self.rank == 0 else None
         self.spec = SamplingSpec(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
@@ -90,6 +95,7 @@ class GrpoTrainer:
 
     def run(self) -> None:
         start = self.restore()
+        self.record_placement()
         if self.rank == 0:
             self.log.truncate(from_step=start)  # a re-done step replaces its earlier record
         self.push_weights(version=start)  # actors start from the base model; resume needs ours
@@ -108,32 +114,39 @@ class GrpoTrainer:
     def rollout(self, step: int, timings: dict):
         questions = self.stream.batch(step)
         t0 = time.perf_counter()
-        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], self.spec, version=step)
+        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], self.spec, version=step,
+                                              recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
         scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
+        scored.metrics["actor_restarts"] = gen["actor_restarts"]
+        scored.metrics["completions"] = sum(len(group) for group in completions)
         scored.metrics["data_position"] = self.stream.position(step + 1)
         scored.metrics["batch"] = batch_fingerprint(questions)
         scored.metrics["weight_version"] = step
         return scored, scored.metrics
 
     def update(self, scored, timings: dict) -> dict:
+        if not scored.advantages:  # dynamic sampling left no group with a learning signal
+            self.scheduler.step()  # the schedule follows the step number, updated or not
+            return {"skipped_update": 1.0, "lr": self.scheduler.get_last_lr()[0]}
         batch = collate(scored.prompt_token_ids, scored.response_token_ids, scored.sampling_logprobs, scored.advantages,
                         pad_id=self.tokenizer.pad_token_id or 0, truncated_mask_out=scored.loss_mask_off)
         local = shard(batch, self.rank, self.world)
         a = self.cfg.algorithm
         if self.ref is not None:
             t0 = time.perf_counter()
-            local.ref_logp = compute_ref_logprobs(self.ref, local)
+            local.ref_logp = compute_ref_logprobs(self.ref, local, self.cfg.train.micro_batch_size,
+                                                  share_prompts=self.cfg.train.share_prompt_forward)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,
                               eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, agg=a.loss_aggregation,
-                              kl_estimator=a.kl_estimator, temperature=1.0)
+                              kl_estimator=a.kl_estimator, temperature=1.0, share_prompts=self.share_prompts)
         timings["train"] = time.perf_counter() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
-        return _mean_across_ranks(metrics)
+        return {**_mean_across_ranks(metrics), "skipped_update": 0.0}
 
     def push_weights(self, version: int, timings: dict | None = None) -> None:
         """All ranks take part in gathering (ZeRO-3); rank 0 sends."""
@@ -156,7 +169,8 @@ class GrpoTrainer:
         from creason.rewards import boxed_letter_reward
 
         greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.cfg.rollout.max_new_tokens)
-        out, _ = generate_on_actors(self.actors, [q.messages for q in self.val], greedy, version=step)
+        out, _ = generate_on_actors(self.actors, [q.messages for q in self.val], greedy, version=step,
+                                    recover=self.sync.catch_up)
         right = boxed_letter_reward([c[0].text for c in out], [q.ground_truth for q in self.val])
         return {"val_accuracy": sum(right) / len(right)}
 
@@ -171,6 +185,20 @@ class GrpoTrainer:
         if self.ref is not None and state.get("reference") is not None:
             self.ref.load_state_dict(state["reference"])
         return int(state["step"])
+
+    def record_placement(self) -> None:
+        """Write `train/placement.json`: the Ray node of every rollout actor and training worker."""
+        nodes = [None] * self.world if self.world > 1 else None
+        mine = ray.get_runtime_context().get_node_id()
+        if nodes is None:
+            nodes = [mine]
+        else:
+            dist.all_gather_object(nodes, mine)
+        if self.rank == 0:
+            placement = {"train_workers": nodes, "rollout_actors": ray.get([a.node_id.remote() for a in self.actors])}
+            write_text_atomic(self.log.folder / "placement.json", json.dumps(placement, indent=2))
+            print(f"placement: rollout actors on nodes {sorted(set(placement['rollout_actors']))}, "
+                  f"training workers on nodes {sorted(set(nodes))}", flush=True)
 
     def report(self, step: int, metrics: dict) -> None:
         metrics = {**metrics, "step": step}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from creason.atomic import write_text_atomic
 
 
 class MetricsLog:
@@ -28,9 +29,7 @@ class MetricsLog:
     def truncate(self, from_step: int) -> None:
         """Drop records of steps after `from_step` (they will be redone), atomically."""
         kept = [r for r in self.records() if r["step"] <= from_step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, metrics: dict) -> None:
         with open(self.path, "a") as f:
@@ -61,3 +60,4 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+

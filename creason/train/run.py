@@ -32,10 +32,12 @@ def train(cfg: CreasonConfig, resume: bool = False):
     from creason.train.loop import train_loop_per_worker
 
     connect(cfg.ray)
+    cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
     model_path = resolve_model_path(cfg)
     r, t = cfg.rollout, cfg.train
     actors = create_rollout_actors(
         r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
+        resources=r.custom_resources, max_restarts=r.max_restarts,
         engine_kwargs={"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32", "max_model_len": r.max_model_len,
                        "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
     )
@@ -48,7 +50,8 @@ def train(cfg: CreasonConfig, resume: bool = False):
         train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
                            "questions_dir": resolve_questions_dir(cfg), "actors": actors},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker}),
+                                     resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
+                                                           **t.custom_resources}),
         torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
         run_config=RunConfig(name="grpo", storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),

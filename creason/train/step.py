@@ -147,8 +147,11 @@ def grpo_update(
     kl_estimator: str = "k3",
     temperature: float = 1.0,
     old_logp_source: str = "trainer",
+    share_prompts: bool = False,
 ) -> dict[str, float]:
     """`mu` optimizer steps on `batch` (this rank's shard); returns float metrics.
+
+    share_prompts: run each group's shared prompt once (`creason.train.policy`; not at ZeRO-3).
 
     Metrics: loss, pg_loss, clip_frac_low, clip_frac_high, ratio_mean (and kl when batch.ref_logp
     is set) as weighted means over micro-batches and passes; entropy (pass 1, nats/token);
@@ -169,7 +172,7 @@ def grpo_update(
     lr = engine.get_lr()[0] if hasattr(engine, "get_lr") else None
     for i in range(mu):
         for k, (chunk, w) in enumerate(zip(chunks, weights)):
-            logp, entropy = sequence_logprobs(engine, chunk, temperature, with_entropy=i == 0)
+            logp, entropy = sequence_logprobs(engine, chunk, temperature, with_entropy=i == 0, share_prompts=share_prompts)
             if i == 0:  # no step taken yet: logp is the policy before the update
                 s, m = _masked_abs_diff(chunk.old_logp, logp.detach(), chunk.response_mask)
                 mismatch_sum, mismatch_max = mismatch_sum + s, max(mismatch_max, m)
@@ -213,12 +216,12 @@ def _add(sums: dict[str, float], name: str, value: float) -> None:
 
 @torch.no_grad()
 def compute_ref_logprobs(ref_model, batch: RolloutBatch, micro_batch_size: int | None = None,
-                         temperature: float = 1.0) -> Tensor:
+                         temperature: float = 1.0, share_prompts: bool = False) -> Tensor:
     """Log-probs (B, T) of the batch's tokens under the reference model (for beta > 0), aligned as
     `batch.old_logp`; set them with `dataclasses.replace(batch, ref_logp=...)`."""
     T = batch.input_ids.shape[1]
     parts = []
     for chunk in micro_batches(batch, micro_batch_size or len(batch)):
-        logp, _ = sequence_logprobs(ref_model, chunk.to(device_of(ref_model)), temperature)
+        logp, _ = sequence_logprobs(ref_model, chunk.to(device_of(ref_model)), temperature, share_prompts=share_prompts)
         parts.append(torch.nn.functional.pad(logp, (0, T - logp.shape[1])).to(batch.input_ids.device))
     return torch.cat(parts)

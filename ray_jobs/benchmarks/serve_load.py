@@ -11,6 +11,15 @@ Loopback only (127.0.0.1), bounded: at each concurrency level a fixed number of 
    records): only 4xx expected, no 5xx, and a normal request answered afterwards;
 3. `python -m vllm.entrypoints.openai.api_server` on the same model, engine settings, thread
    binding and load.
+
+    python ray_jobs/benchmarks/serve_load.py --kill-replica --out docs/bench_serve_kill.json
+
+instead runs 2 replicas under a steady load (`--clients` clients sending requests back to back),
+kills one with `creason.faults` (`--fault replica`: the replica process; `engine_core`: its vLLM
+engine-core child), and reports the failed requests by status, the time from the kill until
+requests stop failing and until 2 replicas run again, and p50/p99 latency before, during and
+after the outage. It stops `--after` seconds after the recovery, or `--recovery-timeout` after the
+kill.
 """
 
 from __future__ import annotations
@@ -270,6 +279,103 @@ def vllm_phase(args, model: str, env: dict, inline_worker: bool) -> dict:
         log.close()
 
 
+# ---- a replica killed under load ------------------------------------------------------------------
+
+
+async def steady_load(url: str, headers: dict, clients: int, max_tokens: int, stop: asyncio.Event, timeout_s: float) -> list[dict]:
+    """`clients` clients sending requests back to back until `stop`: {sent, done, status} each
+    (monotonic seconds; status 0: the connection failed or the client timed out)."""
+    results = []
+
+    async def client(http):
+        while not stop.is_set():
+            sent = time.monotonic()
+            seconds, status, _ = await one_request(http, url, headers, max_tokens)
+            results.append({"sent": sent, "done": sent + seconds, "status": status})
+
+    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return results
+
+
+def inject(fault: str):
+    """Kill replica #0 (`replica`) or its vLLM engine core (`engine_core`); returns its ProcessInfo."""
+    import psutil
+
+    from creason import faults
+
+    if fault == "replica":
+        return faults.kill("replica")
+    victim = faults.find_processes("replica")[0]
+    core = next(p for p in psutil.Process(victim.pid).children(recursive=True) if "EngineCore" in p.name())
+    core.kill()
+    return victim
+
+
+def window(results: list[dict]) -> dict:
+    ok = np.array([r["done"] - r["sent"] for r in results if r["status"] == 200] or [np.nan])
+    return {"requests": len(results), "ok": int(np.isfinite(ok).sum()),
+            "errors": dict(Counter(str(r["status"]) for r in results if r["status"] != 200)),
+            "p50_latency_s": round(float(np.percentile(ok, 50)), 3), "p99_latency_s": round(float(np.percentile(ok, 99)), 3)}
+
+
+def outage_report(results: list[dict], killed: float, recovered: float | None, timeline: list) -> dict:
+    """Requests by when they finished: before the kill, during the outage (until 2 replicas run
+    again), after it."""
+    end = recovered or float("inf")
+    errors = [r for r in results if r["status"] != 200]
+    return {
+        "errors_by_status": dict(Counter(str(r["status"]) for r in errors)),
+        "error_free_after_s": round(max(r["done"] for r in errors) - killed, 2) if errors else 0.0,
+        "replicas_back_after_s": round(recovered - killed, 1) if recovered else None,
+        "before": window([r for r in results if r["done"] < killed]),
+        "during": window([r for r in results if killed <= r["done"] < end]),
+        "after": window([r for r in results if r["done"] >= end]),
+        "replica_states": [{"t_s": round(t - killed, 1), **states} for t, states in timeline],
+    }
+
+
+async def kill_under_load(url: str, headers: dict, args, count) -> dict:
+    from creason import faults
+
+    stop = asyncio.Event()
+    load = asyncio.create_task(steady_load(url, headers, args.clients, args.max_tokens, stop, args.request_timeout + 30))
+    await asyncio.sleep(args.before)
+    victim = await asyncio.to_thread(inject, args.fault)
+    killed, recovered, timeline = time.monotonic(), None, []
+    print(f"killed {args.fault} of {victim.name} (pid {victim.pid})", flush=True)
+    while recovered is None and time.monotonic() - killed < args.recovery_timeout:
+        states, live = await asyncio.to_thread(count), await asyncio.to_thread(faults.find_processes, "replica")
+        if not timeline or timeline[-1][1] != states:
+            timeline.append((time.monotonic(), states))
+        if states["running"] == 2 and len(live) == 2 and victim.actor_id not in {p.actor_id for p in live}:
+            recovered = time.monotonic()
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(args.after)
+    stop.set()
+    report = outage_report(await load, killed, recovered, timeline)
+    return {"fault": args.fault, "victim": victim.name, "clients": args.clients, "max_tokens": args.max_tokens, **report}
+
+
+def kill_phase(args, key: str, serve_args: dict) -> dict:
+    from ray import serve
+
+    from creason.config import load_config
+    from creason.serve.app import build_app, http_options
+
+    cfg = load_config(serve_args["config"], serve_args["overrides"])
+    port = free_port()
+    serve.start(http_options={**http_options(cfg.serve), "host": "127.0.0.1", "port": port})
+    start = time.perf_counter()
+    serve.run(build_app(serve_args), name="creason", route_prefix="/")
+    print(f"serve: 2 replicas ready in {time.perf_counter() - start:.0f} s", flush=True)
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+    asyncio.run(run_levels(url, headers, [2], [4], args.max_tokens))  # both replicas warm
+    result = asyncio.run(kill_under_load(url, headers, args, replica_counter("creason")))
+    serve.shutdown()
+    return {"request_timeout_s": cfg.serve.request_timeout_s, "replica_deadline_s": cfg.serve.limits.request_timeout_s, **result}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct from `creason fetch-model`)")
@@ -286,6 +392,13 @@ def main() -> None:
     p.add_argument("--startup-timeout", type=float, default=400.0)
     p.add_argument("--skip-vllm", action="store_true")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--kill-replica", action="store_true", help="instead: 2 replicas, kill one under load, measure the outage")
+    p.add_argument("--fault", choices=["replica", "engine_core"], default="replica", help="--kill-replica: what to kill")
+    p.add_argument("--clients", type=int, default=8, help="--kill-replica: clients sending requests back to back")
+    p.add_argument("--before", type=float, default=20.0, help="--kill-replica: seconds of load before the kill")
+    p.add_argument("--after", type=float, default=20.0, help="--kill-replica: seconds of load after the recovery")
+    p.add_argument("--recovery-timeout", type=float, default=300.0, help="--kill-replica: stop waiting after this long")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="--kill-replica: serve.request_timeout_s")
     args = p.parse_args()
     if len(args.requests) != len(args.levels):
         p.error("--requests needs one count per level")
@@ -299,8 +412,22 @@ def main() -> None:
     model = str(args.model or fetch_default_model())
     key = os.environ.setdefault("CREASON_API_KEY", "bench-" + os.urandom(8).hex())  # before Ray: replicas inherit it
     app = yaml.safe_load(Path(args.serve_config).read_text())["applications"][0]["args"]
+    if args.kill_replica:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # its own cluster, not one `ray start` left
+        overrides = [*app.get("overrides", []), "serve.min_replicas=2", "serve.max_replicas=2", f"serve.kv_cache_gib={args.kv_cache_gib}",
+                     f"serve.max_model_len={args.max_model_len}", f"serve.request_timeout_s={args.request_timeout}",
+                     f"serve.limits.request_timeout_s={args.request_timeout - 10}", "serve.require_api_key=true"]
+        result = {"model": model, "cores": os.cpu_count(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "load_average_before": os.getloadavg(),
+                  "serve": kill_phase(args, key, {**app, "model_path": model, "questions_dir": None, "overrides": overrides}),
+                  "load_average_after": os.getloadavg()}
+        ray.shutdown()
+        print(json.dumps(result, indent=2))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # its own cluster, not one `ray start` left
         build_question_set(load_config("quickstart", [f"output_dir={tmp}", "data.num_patients=300", "data.block_size=300"]))
         overrides = [*app.get("overrides", []), f"serve.max_replicas={args.max_replicas}", f"serve.downscale_delay_s={args.downscale_delay}",
                      "serve.upscale_delay_s=2", f"serve.kv_cache_gib={args.kv_cache_gib}", f"serve.max_model_len={args.max_model_len}",

@@ -11,6 +11,7 @@ from creason.config import load_config
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
 from creason.evaluate.questions import answer_counts, load_questions
 from creason.evaluate.run import evaluate, latest_policy, resolve_models
+from creason.train.checkpoint import mark_complete
 from creason.evaluate.scoring import baseline_systems, model_system, score_systems
 from tests.evaluate.planted import TEST_ROWS, fake_always_a_generate, write_planted
 
@@ -132,7 +133,7 @@ def test_resolve_models_defaults_to_base_and_latest_checkpoint(tmp_path):
         policy = tmp_path / "ray_train" / "grpo" / f"checkpoint_{step}" / f"step_{step:08d}" / "policy"
         policy.mkdir(parents=True)
         (policy / "config.json").write_text("{}")
-        (policy.parent / "COMPLETE").write_text(f"{step}\n")
+        mark_complete(policy.parent)
     (tmp_path / "ray_train" / "grpo" / "checkpoint_99" / "step_00000099" / "policy").mkdir(parents=True)  # incomplete
     assert latest_policy(tmp_path)[0] == 12
     cfg = load_config(None, [f"output_dir={tmp_path}", "model.path=/models/base"])

@@ -101,11 +101,12 @@ def test_deployment_options_come_from_config():
 
 def test_checkpoints_resolve_to_their_policy_folder(tmp_path):
     from creason.serve.engine import resolve_model_folder
+    from creason.train.checkpoint import mark_complete
 
     for step in (8, 16):
         (tmp_path / "ckpt" / f"step_{step:08d}" / "policy").mkdir(parents=True)
         (tmp_path / "ckpt" / f"step_{step:08d}" / "policy" / "config.json").write_text("{}")
-    (tmp_path / "ckpt" / "step_00000008" / "COMPLETE").write_text("")
+    mark_complete(tmp_path / "ckpt" / "step_00000008")
     assert resolve_model_folder(tmp_path / "ckpt") == tmp_path / "ckpt" / "step_00000008" / "policy"  # 16 is incomplete
     assert resolve_model_folder(tmp_path / "ckpt" / "step_00000016") == tmp_path / "ckpt" / "step_00000016" / "policy"
     assert resolve_model_folder(tmp_path / "ckpt" / "step_00000008" / "policy").name == "policy"

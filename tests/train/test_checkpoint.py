@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from creason.train.checkpoint import COMPLETE, latest_checkpoint, load_checkpoint, save_checkpoint
+from creason.train.checkpoint import is_complete, latest_checkpoint, load_checkpoint, mark_complete, save_checkpoint
 from creason.train.engine import build_deepspeed_engine, ensure_single_process_group, full_state_dict
 from creason.train.step import TorchEngine, grpo_update
 from tests.train import load_tiny, random_batch
@@ -73,8 +73,9 @@ def test_reference_is_kept_and_a_root_loads_its_latest(tiny_model_dir, tmp_path)
 def fake_checkpoint(root, name, complete):
     path = root / name
     path.mkdir(parents=True)
+    (path / "meta.json").write_text("{}")
     if complete:
-        (path / COMPLETE).write_text("")
+        mark_complete(path)
     return path
 
 
@@ -88,6 +89,24 @@ def test_latest_checkpoint_ignores_incomplete_and_temporary(tmp_path):
     fake_checkpoint(tmp_path, "other_00000040", complete=True)
     fake_checkpoint(tmp_path, "step_00000009", complete=True)  # by step number, not by name order alone
     assert latest_checkpoint(tmp_path) == best
+    nested = fake_checkpoint(tmp_path / "grpo" / "checkpoint_2026-12-02_03-00-00", "step_00000011", complete=True)
+    assert latest_checkpoint(tmp_path) == nested  # as Ray Train nests them
+
+
+def test_a_copy_cut_short_is_not_complete(tmp_path):
+    """What an upload or a merge of the ranks' folders interrupted leaves: a marker whose files are
+    not all there (or not whole), or a missing rank's marker."""
+    path = fake_checkpoint(tmp_path, "step_00000001", complete=False)
+    (path / "policy").mkdir()
+    (path / "policy" / "model.safetensors").write_bytes(b"x" * 100)
+    mark_complete(path, rank=0, world_size=2)
+    assert not is_complete(path)  # rank 1's marker missing
+    mark_complete(path, rank=1, world_size=2)
+    assert is_complete(path)
+    (path / "policy" / "model.safetensors").write_bytes(b"x" * 50)  # truncated
+    assert not is_complete(path)
+    (path / "policy" / "model.safetensors").unlink()
+    assert not is_complete(path)
 
 
 def test_loading_an_incomplete_checkpoint_fails(tmp_path):

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from creason.train.policy import sequence_logprobs
+from creason.train.batch import collate
+from creason.train.policy import prompt_runs, sequence_logprobs
 from tests.train import load_tiny, random_batch
 
 
@@ -48,3 +49,39 @@ def test_masked_rows_are_zero_and_gradients_flow(model):
     logp.sum().backward()
     assert model.model.embed_tokens.weight.grad is not None
     model.zero_grad(set_to_none=True)
+
+
+def grouped_batch(seed: int = 1):
+    """Two groups sharing a prompt each (3 and 2 rows), then a lone row; responses of uneven length."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (7, 4, 5)]
+    rows = [prompts[0]] * 3 + [prompts[1]] * 2 + [prompts[2]]
+    responses = [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (4, 2, 5, 3, 1, 6)]
+    return collate(rows, responses, [[-1.0] * len(r) for r in responses], [1.0, -1.0, 0.5, -0.5, 1.0, 0.0], pad_id=0)
+
+
+def test_prompt_runs_follow_shared_prompts():
+    assert prompt_runs(grouped_batch()) == [(0, 3), (3, 5), (5, 6)]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompts_match_a_slow_loop(model, temperature):
+    batch = grouped_batch()
+    with torch.no_grad():
+        logp, entropy = sequence_logprobs(model, batch, temperature, with_entropy=True, share_prompts=True)
+    slow_logp, slow_entropy = slow_logprobs(model, batch, temperature)
+    torch.testing.assert_close(logp, slow_logp, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(entropy, slow_entropy, atol=1e-4, rtol=1e-4)
+
+
+def test_shared_prompts_give_the_same_gradients(model):
+    batch = grouped_batch()
+    grads = []
+    for share in (False, True):
+        logp, _ = sequence_logprobs(model, batch, share_prompts=share)
+        (logp * batch.advantages[:, None]).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        model.zero_grad(set_to_none=True)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+    assert any(g.abs().sum() > 0 for g in grads[1].values())

@@ -93,3 +93,21 @@ def test_reference_logprobs_and_kl(tiny_model_dir):
 def test_rejects_unknown_old_logp_source(tiny_model_dir):
     with pytest.raises(ValueError):
         grpo_update(None, random_batch(), micro_batch_size=1, old_logp_source="vllm")
+
+
+def test_shared_prompt_update_equals_the_plain_one(tiny_model_dir):
+    """GRPO groups share their prompt: running it once per micro-batch changes nothing but the time
+    (SGD, so the weights show the gradient directly; micro-batches cut through a group too)."""
+    from tests.train.test_policy import grouped_batch
+
+    after = []
+    for share in (False, True):
+        engine = torch_engine(tiny_model_dir, lr=0.5, sgd=True)
+        batch = on_policy(engine.module, grouped_batch())
+        m = grpo_update(engine, batch, mu=2, micro_batch_size=2, share_prompts=share, **KW)
+        after.append((weights(engine.module), m))
+    (plain, m_plain), (shared, m_shared) = after
+    for k in plain:
+        torch.testing.assert_close(shared[k], plain[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert m_shared["loss"] == pytest.approx(m_plain["loss"], abs=1e-5)
+    assert m_shared["mismatch"] < 1e-5
