@@ -20,7 +20,10 @@ $(BIN)/creason: pyproject.toml
 build-questions: setup
 	$(BIN)/creason build-questions --config quickstart
 
-quickstart: build-questions
+# Every stage on a local Ray cluster: questions, evaluate the base model, GRPO, evaluate again,
+# serve the checkpoint and ask it; runs/quickstart/ is replaced on each run.
+quickstart: setup
+	$(BIN)/creason quickstart --config quickstart --fresh
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -95,7 +95,8 @@ class RayConfig(_Section):
     """The Ray cluster a command runs on."""
 
     address: str | None = Field(
-        None, description="Cluster address; None starts (or joins, inside `ray job submit`) a local cluster."
+        None, description="Cluster address (`auto`: the one `ray start` runs on this machine); None: the job's "
+        "cluster inside `ray job submit` (RAY_ADDRESS), else a new local cluster."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster (default: all).")
     data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
@@ -140,8 +141,10 @@ class RolloutConfig(_Section):
     kv_cache_gib: float = Field(
         0.5, gt=0, description="KV cache per engine, set explicitly (on CPU the default is a fraction of all host memory)."
     )
-    weight_sync: Literal["object_store", "nccl"] = Field(
-        "object_store", description="How new weights reach the actors: Ray object store + in-place reload, or NCCL (GPU)."
+    weight_sync: Literal["object_store", "broadcast"] = Field(
+        "object_store", description="How new weights reach the actors: `object_store` (one `ray.put`, every actor "
+        "reloads in place) or `broadcast` (a process group of the trainer's rank 0 and the actors: NCCL on GPUs, "
+        "gloo on CPUs; no object-store copy)."
     )
 
 

@@ -11,9 +11,11 @@ from creason.config import RayConfig
 
 
 def connect(cfg: RayConfig) -> None:
-    """Join the cluster named by `cfg.address` or `RAY_ADDRESS`, else start a local one."""
+    """Join the cluster named by `cfg.address` or `RAY_ADDRESS` ("auto": the one `ray start` runs on
+    this machine), else start a local one. Not Ray's own default for no address, which joins the
+    last cluster `ray start` recorded on this machine and hangs when that one is gone."""
     if ray.is_initialized():
         return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"num_cpus": cfg.num_cpus} if address is None and cfg.num_cpus else {}
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs = {"num_cpus": cfg.num_cpus} if address == "local" and cfg.num_cpus else {}
     ray.init(address=address, logging_level=logging.WARNING, **kwargs)

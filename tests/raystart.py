@@ -93,6 +93,16 @@ def ray_cluster(tmp: Path, head_cpus: int, head_resources: dict, workers: list[t
             _stop(p)
         for d in temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
+        _forget(gcs)
+
+
+def _forget(gcs: str) -> None:
+    """Remove Ray's record of this head as the machine's current cluster (`ray stop` would), so
+    that nothing later tries to join the stopped cluster."""
+    record = Path("/tmp/ray/ray_current_cluster")
+    port = gcs.rsplit(":", 1)[1]
+    if record.is_file() and record.read_text().strip().endswith(f":{port}"):
+        record.unlink(missing_ok=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:

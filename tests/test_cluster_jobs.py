@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pipeline_args(out: Path, model: Path, port: int) -> list[str]:
     settings = [
         f"output_dir={out}", f"model.path={model}", "data.num_patients=400", "data.block_size=200",
-        "rollout.group_size=3", "rollout.max_new_tokens=16", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.125",
+        "rollout.num_actors=1", "rollout.cpus_per_actor=1", "train.num_workers=2", "train.cpus_per_worker=0.5",
+        "train.threads_per_worker=1", "train.zero_stage=2", "rollout.group_size=3", "rollout.max_new_tokens=16", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.125",
         "rollout.custom_resources.creason_rollout=1", "train.custom_resources.creason_train=1",
         "train.steps=2", "train.prompts_per_step=2", "train.checkpoint_every=2", "train.micro_batch_size=3",
         "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.filter_zero_variance=false",

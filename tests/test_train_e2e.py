@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def _config(out: Path, model: Path, steps: int):
     return load_config("quickstart", [
         f"output_dir={out}", "data.num_patients=400", "data.block_size=200", f"model.path={model}",
+        "rollout.num_actors=1", "rollout.cpus_per_actor=1", "train.cpus_per_worker=0.5", "train.threads_per_worker=1",
+        "train.zero_stage=2",
         "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
         "train.prompts_per_step=2", f"train.steps={steps}", "train.checkpoint_every=2", "train.num_workers=2",
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=0",

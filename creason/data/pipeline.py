@@ -11,6 +11,7 @@ The output folder appears only when complete (staging folder, then rename).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,9 +49,24 @@ def load_registry_dictionary(cfg: CreasonConfig) -> DataDictionary:
     return sepsis_dictionary(cfg.data.profile)
 
 
+def one_arrow_thread(fn):
+    """Run `fn` (a Ray Data task, which reserves one CPU) with Arrow's thread pool at one thread.
+    Arrow's compute kernels and Parquet writer otherwise use every core inside a single task, so
+    that 2 tasks ran no faster than 1 (1.07x, 2026-11-25); pinned, `ray.data_concurrency` is the
+    parallelism."""
+
+    @functools.wraps(fn)
+    def pinned(*args, **kwargs):
+        pa.set_cpu_count(1)
+        return fn(*args, **kwargs)
+
+    return pinned
+
+
 # ---- phase 1: ingest ------------------------------------------------------------------------
 
 
+@one_arrow_thread
 def _generate_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig) -> pa.Table:
     from creason.data.synthetic import generate_block
 
@@ -63,6 +79,7 @@ def _generate_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonC
     return pa.concat_tables(parts)
 
 
+@one_arrow_thread
 def _read_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig, rejected_dir: str) -> pa.Table:
     """Check every row (bad ones are recorded, not raised, so one run reports all files' problems)."""
     parts = []
@@ -107,6 +124,7 @@ def ingest(cfg: CreasonConfig, dictionary: DataDictionary, staging: Path) -> tup
     return read_files_one_block_each(files), rows
 
 
+@one_arrow_thread
 def _read_parquet_files(batch: dict) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in batch["path"].tolist()])
 
@@ -124,12 +142,14 @@ def read_files_one_block_each(files: list[Path]) -> ray.data.Dataset:
 # ---- phases 2 and 3: statistics and mutual information ----------------------------------------
 
 
+@one_arrow_thread
 def _sample_train_rows(batch: pa.Table, rate: float) -> pa.Table:
     keys = batch.column(KEY).to_numpy(zero_copy_only=False).astype(np.uint64)
     keep = (uniform(keys, _SAMPLE_STREAM)[:, 0] < rate) & pc.equal(batch.column(SPLIT), "train").to_numpy(zero_copy_only=False)
     return batch.filter(pa.array(keep))
 
 
+@one_arrow_thread
 def _count_pairs(batch: pa.Table, variables, stats) -> dict:
     cards = cardinalities(variables, stats)
     return {"counts": [joint_counts(discretize(batch, variables, stats), cards)]}
@@ -158,6 +178,7 @@ def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, prepared: ray
 # ---- phase 4: questions -----------------------------------------------------------------------
 
 
+@one_arrow_thread
 def write_question_shards(batch: pa.Table, plan: QuestionPlan, out_dir: str) -> pa.Table:
     """Build the questions of a block, write one Parquet shard per split, return counts."""
     questions = build_questions(batch, plan)

@@ -76,6 +76,16 @@ def answer_on_actors(actors: list, questions: list[EvalQuestion], max_new_tokens
                      "questions_per_s": len(answers) / seconds if seconds > 0 else 0.0}
 
 
+def _wait_ready(actors: list, timeout_s: float) -> None:
+    """Block until every actor's engine has started; a clear error, not a hang, when some cannot
+    be placed (their resources are held by something else) or start."""
+    try:
+        ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"{len(actors)} evaluation actor(s) not ready after {timeout_s:.0f} s; free resources now: "
+                           f"{ray.available_resources()} (another stage's actors may still hold them)") from None
+
+
 class ActorAnswerer:
     """`answerer(path, questions) -> (answers, stats)` on fresh actors of that model, stopped after.
 
@@ -91,12 +101,13 @@ class ActorAnswerer:
         self.num_actors, self.engine_kwargs = num_actors, engine_kwargs
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.num_cpus, self.num_gpus, self.log = num_cpus, num_gpus, log
+        self.ready_timeout_s = 900.0  # a 14B model's engine on a GPU takes minutes; CPUs never do
 
     def __call__(self, model_path: str, questions: list[EvalQuestion]) -> tuple[list[ModelAnswer], dict]:
         start = time.perf_counter()
         actors = create_eval_actors(self.num_actors, model_path, self.engine_kwargs, self.num_cpus, self.num_gpus)
         try:
-            ray.get([a.ready.remote() for a in actors])
+            _wait_ready(actors, self.ready_timeout_s)
             start_s = time.perf_counter() - start
             self.log(f"  {len(actors)} actor(s) ready in {start_s:.0f} s")
 

@@ -49,6 +49,10 @@ class RolloutWorker:
         """Completions and stats (tokens, seconds, tokens_per_s, weight_version, ...)."""
         if expected_version != self.version:
             raise StaleWeightsError(f"rollout actor holds weights v{self.version}, caller expects v{expected_version}")
+        if spec.seed is not None:
+            import torch
+
+            torch.manual_seed(spec.seed)  # both engines sample in this process, from torch's default generator
         completions = self.engine.generate(prompts, spec)
         return completions, {**self.engine.last_stats.as_dict(), "weight_version": self.version}
 
@@ -59,6 +63,16 @@ class RolloutWorker:
         seconds = self.engine.load_weights(named_tensors)
         self.version = version
         return seconds
+
+    def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
+        """Become rank `rank` of a broadcast group for weight pushes (`creason.rollout.broadcast_sync`)."""
+        from creason.rollout.broadcast_sync import WeightReceiver
+
+        self.receiver = WeightReceiver(host, port, rank, world, backend)
+
+    def receive_weights(self, layout: list, version: int) -> float:
+        """Take part in a broadcast push of weights laid out as `layout`, load them, take `version`."""
+        return self.update_weights(self.receiver.receive(layout), version)
 
     def weight_version(self) -> int:
         """The version held; also a readiness probe (returns once the engine has started)."""
@@ -102,7 +116,10 @@ def generate_on_actors(
     An actor that dies while it holds a chunk fails that chunk only: with `recover` (called with the
     actor; it must wait for the restarted actor and load the current weights into it), the chunk is
     sampled again on it, up to `max_attempts` times in all; its lost completions are never used, so
-    every prompt is sampled exactly once in the result. Without `recover`, the error propagates.
+    every prompt is sampled exactly once in the result. A restarted actor that refuses the chunk
+    (`StaleWeightsError`: it came back with the base weights after the last push) is recovered the
+    same way; one that still holds other weights after recovery fails the call, as it should.
+    Without `recover`, the error propagates.
     """
     start = time.perf_counter()
     busy = [(a, lo, hi) for a, (lo, hi) in zip(actors, _contiguous_chunks(len(prompts), len(actors))) if hi > lo]
@@ -114,7 +131,7 @@ def generate_on_actors(
         actor, lo, hi, attempt = pending.pop(ref)
         try:
             results[lo] = ray.get(ref)
-        except RayActorError:
+        except (RayActorError, StaleWeightsError):  # Ray's task error is an instance of StaleWeightsError too
             if recover is None or attempt >= max_attempts:
                 raise
             restarts += 1

@@ -33,6 +33,11 @@ class SamplingSpec(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(256, ge=1, description="Most tokens generated per completion.")
     stop: list[str] = Field(default_factory=list, description="Strings that end a completion (kept in its text).")
+    seed: int | None = Field(
+        None, description="Seed of the sampler for this call (the engine's process-wide torch RNG): the same weights, "
+        "prompts and seed sample the same completions, so a step redone after a failure samples what the lost attempt "
+        "did. None: the RNG goes on from where it is. (vLLM's per-request seeds fail on its CPU backend.)"
+    )
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Moving trained weights into the rollout actors: one small strategy interface, one entry per
-transport. On CPUs the Ray object store is the transport; GPU clusters will want a collective
-(NCCL broadcast from the trainer's rank 0 to the engines), which is not written yet.
+transport. `object_store` (here): one `ray.put`, every actor reloads from the object store.
+`broadcast` (`broadcast_sync.py`): a process group of the trainer's rank 0 and the actors, NCCL
+on GPUs, gloo on CPUs.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 from typing import Any, Callable, Protocol
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from torch import Tensor
 
 NamedTensors = list[tuple[str, Tensor]]
@@ -66,27 +67,39 @@ class ObjectStoreSync:
         if self._latest is None:
             raise RuntimeError("catch_up before the first push: nothing to send")
         ref, version = self._latest
-        for attempt in range(1, self.max_attempts + 1):
-            try:  # a call to a restarting actor waits for it; one to a dead actor fails at once
-                return ray.get(actor.update_weights.remote(ref, version))
-            except RayActorError:
-                if attempt == self.max_attempts:
-                    raise
-                time.sleep(1.0)
+        return retry_while_restarting(lambda: ray.get(actor.update_weights.remote(ref, version)))
 
 
-def _nccl(actors: list[Any]) -> WeightSync:
-    raise NotImplementedError(
-        "weight_sync 'nccl' needs GPUs and is planned (a broadcast from the trainer's rank 0 into the "
-        "vLLM engines, e.g. with vLLM's weight-transfer API); use 'object_store' on CPUs"
-    )
+def retry_while_restarting(call: Callable[[], Any], died_attempts: int = 3, timeout_s: float = 600.0) -> Any:
+    """`call()`, again while an actor it calls is restarting. Ray says "temporarily unavailable"
+    (`ActorUnavailableError`) while it restarts one, for as long as its start takes (a vLLM engine:
+    tens of seconds): retried until `timeout_s`. `ActorDiedError` also comes once for a call caught
+    by the death itself, and always once restarts are exhausted: retried `died_attempts` times."""
+    deadline, died = time.monotonic() + timeout_s, 0
+    while True:
+        try:
+            return call()
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+        except RayActorError:
+            died += 1
+            if died >= died_attempts:
+                raise
+        time.sleep(1.0)
 
 
-WEIGHT_SYNCS: dict[str, Callable[[list[Any]], WeightSync]] = {"object_store": ObjectStoreSync, "nccl": _nccl}
+def _broadcast(actors: list[Any]) -> WeightSync:
+    from creason.rollout.broadcast_sync import BroadcastSync
+
+    return BroadcastSync(actors)
+
+
+WEIGHT_SYNCS: dict[str, Callable[[list[Any]], WeightSync]] = {"object_store": ObjectStoreSync, "broadcast": _broadcast}
 
 
 def make_weight_sync(kind: str, actors: list[Any]) -> WeightSync:
-    """The transport named `kind` ("object_store"; "nccl" is reserved for GPU clusters)."""
+    """The transport named `kind`: "object_store", or "broadcast" (NCCL on GPUs, gloo on CPUs)."""
     if kind not in WEIGHT_SYNCS:
         raise ValueError(f"unknown weight sync {kind!r}; choose one of {sorted(WEIGHT_SYNCS)}")
     return WEIGHT_SYNCS[kind](actors)

@@ -99,6 +99,7 @@ class GrpoTrainer:
         if self.rank == 0:
             self.log.truncate(from_step=start)  # a re-done step replaces its earlier record
         self.push_weights(version=start)  # actors start from the base model; resume needs ours
+        resumed = {"resumed_from": start} if start else {}  # marks the first record after a restart
         for step in range(start, self.cfg.train.steps):
             timings: dict[str, float] = {}
             batch = self.rollout(step, timings) if self.rank == 0 else None
@@ -106,15 +107,17 @@ class GrpoTrainer:
             metrics = self.update(batch, timings)
             self.push_weights(version=step + 1, timings=timings)
             self.refresh_reference(step + 1)
-            metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1), **_timed(timings)}
+            metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1), **_timed(timings), **resumed}
             self.report(step + 1, metrics)
+            resumed = {}
         if self.rank == 0:
             self.log.close()
 
     def rollout(self, step: int, timings: dict):
         questions = self.stream.batch(step)
         t0 = time.perf_counter()
-        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], self.spec, version=step,
+        spec = self.spec.model_copy(update={"seed": self.cfg.seed * 1_000_003 + step})  # a redone step resamples alike
+        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], spec, version=step,
                                               recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
         scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
@@ -201,17 +204,18 @@ class GrpoTrainer:
                   f"training workers on nodes {sorted(set(nodes))}", flush=True)
 
     def report(self, step: int, metrics: dict) -> None:
-        metrics = {**metrics, "step": step}
+        """metrics.jsonl gets every metric; Ray Train (which logs each report of each rank) the step."""
         if self.rank == 0:
-            self.log.write(step, metrics)
+            self.log.write(step, {**metrics, "step": step})
+        summary = {"step": step, **{k: metrics[k] for k in ("reward_mean", "accuracy") if k in metrics}}
         if step % self.cfg.train.checkpoint_every and step != self.cfg.train.steps:
-            ray.train.report(metrics)
+            ray.train.report(summary)
             return
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d), self.engine, self.scheduler, self.tokenizer, step=step,
                             data_position=self.stream.position(step), config=self.cfg.model_dump(mode="json"),
                             reference=self.ref.state_dict() if self.ref is not None else None)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def _timed(timings: dict) -> dict:
@@ -221,5 +225,18 @@ def _timed(timings: dict) -> dict:
 def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point given to `TorchTrainer`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_ray_train_reports()
     cfg = CreasonConfig.model_validate(loop_config["config"])
     GrpoTrainer(cfg, loop_config["model_path"], loop_config["questions_dir"], loop_config["actors"]).run()
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train 2.60 logs every `report` of every rank at INFO (one long line each); the progress
+    line and metrics.jsonl already say it. Its logger is named after its file."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray: leave its logging as it is
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -32,8 +32,9 @@ class MetricsLog:
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, metrics: dict) -> None:
+        """Append the step's record; `time` is when it was written (Unix seconds)."""
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
         self._tensorboard(step, metrics)
         self._progress(step, metrics)
 

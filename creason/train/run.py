@@ -25,6 +25,7 @@ def resolve_questions_dir(cfg: CreasonConfig) -> str:
 
 def train(cfg: CreasonConfig, resume: bool = False):
     """Run GRPO to `cfg.train.steps`; with `resume`, continue from the latest complete checkpoint."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -34,6 +35,9 @@ def train(cfg: CreasonConfig, resume: bool = False):
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
     model_path = resolve_model_path(cfg)
+    storage = Path(cfg.output_dir) / "ray_train"
+    if not resume and (storage / "grpo").exists():
+        raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
     r, t = cfg.rollout, cfg.train
     actors = create_rollout_actors(
         r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
@@ -41,20 +45,21 @@ def train(cfg: CreasonConfig, resume: bool = False):
         engine_kwargs={"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32", "max_model_len": r.max_model_len,
                        "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
     )
-    wait_ready(actors)
-    storage = Path(cfg.output_dir).resolve() / "ray_train"
-    if not resume and (storage / "grpo").exists():
-        raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
-                           "questions_dir": resolve_questions_dir(cfg), "actors": actors},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
-                                                           **t.custom_resources}),
-        torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
-        run_config=RunConfig(name="grpo", storage_path=str(storage),
-                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=t.max_failures)),
-    )
-    return trainer.fit()
+    try:
+        wait_ready(actors)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
+                               "questions_dir": resolve_questions_dir(cfg), "actors": actors},
+            scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
+                                         resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
+                                                               **t.custom_resources}),
+            torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
+            run_config=RunConfig(name="grpo", storage_path=str(storage),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                                 failure_config=FailureConfig(max_failures=t.max_failures)),
+        )
+        return trainer.fit()
+    finally:  # the actors' engines hold memory and CPUs that the next stage needs
+        for actor in actors:
+            ray.kill(actor)

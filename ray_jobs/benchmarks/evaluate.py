@@ -42,7 +42,7 @@ def questions_dir(args: argparse.Namespace) -> Path:
 
 def measure(actors_n: int, cpus: float, questions: list, args: argparse.Namespace) -> dict:
     """Start the actors, warm each up on 2 questions, time one pass over `questions`, stop them."""
-    engine_kwargs = {"max_model_len": 1024, "kv_cache_memory_bytes": 256 * 1024**2}
+    engine_kwargs = {"max_model_len": args.max_model_len, "kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)}
     start = time.perf_counter()
     actors = create_eval_actors(actors_n, args.model, engine_kwargs, num_cpus=cpus)
     ray.get([a.ready.remote() for a in actors])
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--num-questions", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--kv-cache-gib", type=float, default=0.25, help="KV cache per engine (it bounds the sequences in flight)")
+    parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--variants", default="1:1,2:1", help="actors:cpus, comma-separated")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local cluster).")
     args = parser.parse_args()
@@ -99,7 +101,7 @@ def main() -> None:
     variants = [(int(a), float(c)) for a, c in (v.split(":") for v in args.variants.split(","))]
     result = {"machine": machine(), "model": args.model, "load_average_before_after": [load_before, load_before],
               "workload": {"questions": len(questions), "max_new_tokens": args.max_new_tokens,
-                           "batch_size": args.batch_size},
+                           "batch_size": args.batch_size, "kv_cache_gib": args.kv_cache_gib},
               "variants": []}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for a, c in variants:  # the file is rewritten after each variant: a cut-off run keeps what it measured

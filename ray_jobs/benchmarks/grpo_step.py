@@ -33,7 +33,7 @@ def standalone_tokens_per_s(cfg, questions_dir: str, steps: int) -> float:
     from creason.train.data import PromptStream, load_questions
     from creason.train.run import resolve_model_path
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         r = cfg.rollout
         actors = create_rollout_actors(r.num_actors, resolve_model_path(cfg), backend=r.backend, num_cpus_per_actor=r.cpus_per_actor,
@@ -82,7 +82,7 @@ def main() -> None:
         cfg = load_config(args.config, overrides)
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         build_question_set(cfg)
         ray.shutdown()
         alone = standalone_tokens_per_s(cfg, str(Path(out) / "questions"), args.steps)

@@ -4,6 +4,8 @@ One vLLM engine start (in the actor); the Hugging Face actors are cheap."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 from safetensors.torch import load_file
@@ -12,7 +14,7 @@ from creason.models.tiny import build_tiny_model
 from creason.rollout.actor import _contiguous_chunks, create_rollout_actors, generate_on_actors, wait_ready
 from creason.rollout.hf_engine import HfEngine
 from creason.rollout.types import SamplingSpec, StaleWeightsError
-from creason.rollout.weight_sync import ObjectStoreSync, make_weight_sync
+from creason.rollout.weight_sync import ObjectStoreSync, make_weight_sync, retry_while_restarting
 
 PROMPTS = [[{"role": "user", "content": f"Patient {i}: lactate {i + 1}.5 mmol/L. Septic shock? A) Yes B) No"}] for i in range(3)]
 GREEDY = SamplingSpec(n=1, temperature=0.0, max_tokens=8)
@@ -86,7 +88,79 @@ def test_hf_fallback_same_interface_and_order(ray_local, tiny_pair):
 
 
 def test_weight_sync_registry():
-    with pytest.raises(NotImplementedError, match="GPU"):
-        make_weight_sync("nccl", [])
-    with pytest.raises(ValueError, match="object_store"):
+    with pytest.raises(ValueError, match="broadcast.*object_store"):
         make_weight_sync("carrier-pigeon", [])
+
+
+@pytest.mark.ray
+def test_broadcast_sync_equals_the_object_store_and_survives_a_restart(ray_local, tiny_pair):
+    """The broadcast transport (gloo here, NCCL on GPUs) loads the same weights as the object
+    store; a restarted actor is let back into the group and caught up."""
+    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=6, seed=5)
+    actors = create_rollout_actors(2, str(tiny_pair[0]), "hf", num_cpus_per_actor=0.25, max_restarts=1)
+    try:
+        make_weight_sync("object_store", actors).push(weights(tiny_pair[1]), version=1)
+        by_store, _ = generate_on_actors(actors, PROMPTS, spec, version=1)
+        sync = make_weight_sync("broadcast", actors)
+        assert sync.backend == "gloo"
+        make_weight_sync("object_store", actors).push(weights(tiny_pair[0]), version=2)  # back to the first weights
+        pushed = sync.push(weights(tiny_pair[1]), version=3)
+        assert pushed["bytes"] == sum(t.numel() * t.element_size() for _, t in weights(tiny_pair[1]))
+        by_broadcast, _ = generate_on_actors(actors, PROMPTS, spec, version=3)
+        assert _tokens(by_broadcast) == _tokens(by_store)
+        ray.kill(actors[0], no_restart=False)
+        wait_until_restarted(actors[0])
+        after, stats = generate_on_actors(actors, PROMPTS, spec, version=3, recover=sync.catch_up)
+        assert stats["actor_restarts"] == 1 and _tokens(after) == _tokens(by_store)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+@pytest.mark.ray
+def test_seeded_sampling_repeats(vllm_actor):
+    """A redone step resamples what the lost attempt sampled: same weights, prompts and seed."""
+    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=12, seed=7)
+    version = ray.get(vllm_actor.weight_version.remote())
+    first, _ = generate_on_actors([vllm_actor], PROMPTS, spec, version)
+    again, _ = generate_on_actors([vllm_actor], PROMPTS, spec, version)
+    other, _ = generate_on_actors([vllm_actor], PROMPTS, spec.model_copy(update={"seed": 8}), version)
+    assert _tokens(first) == _tokens(again) and _tokens(first) != _tokens(other)
+
+
+def wait_until_restarted(actor, timeout: float = 120) -> None:
+    """`ray.kill(..., no_restart=False)` returns at once: wait for the new process (version 0)."""
+    deadline = time.monotonic() + timeout
+    while retry_while_restarting(lambda: ray.get(actor.weight_version.remote())) != 0:
+        assert time.monotonic() < deadline, "the actor did not restart"
+        time.sleep(0.2)
+
+
+def _tokens(completions) -> list:
+    return [[c.token_ids for c in group] for group in completions]
+
+
+@pytest.mark.ray
+def test_a_restarted_actor_catches_up_and_its_prompts_are_resampled(ray_local, tiny_pair):
+    """An actor that Ray restarts comes back with the base weights: the guard refuses its chunk,
+    recovery sends it the latest push, and the chunk is sampled again, once, in order."""
+    actors = create_rollout_actors(2, str(tiny_pair[0]), "hf", num_cpus_per_actor=0.25, max_restarts=2)
+    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=6, seed=3)
+    try:
+        sync = make_weight_sync("object_store", actors)
+        sync.push(weights(tiny_pair[1]), version=3)
+        expected, stats = generate_on_actors(actors, PROMPTS, spec, version=3, recover=sync.catch_up)
+        assert stats["actor_restarts"] == 0
+        ray.kill(actors[1], no_restart=False)  # Ray restarts it: version 0 again
+        wait_until_restarted(actors[1])
+        with pytest.raises(StaleWeightsError):
+            generate_on_actors(actors, PROMPTS, spec, version=3)
+        ray.kill(actors[1], no_restart=False)
+        wait_until_restarted(actors[1])
+        got, stats = generate_on_actors(actors, PROMPTS, spec, version=3, recover=sync.catch_up)
+        assert stats["actor_restarts"] == 1 and ray.get(actors[1].weight_version.remote()) == 3
+        assert _tokens(got) == _tokens(expected)
+        assert [g[0].prompt_index for g in got] == [0, 1, 2]
+    finally:
+        for a in actors:
+            ray.kill(a)
