@@ -123,7 +123,11 @@ class RolloutConfig(_Section):
 
     backend: Literal["vllm", "hf"] = Field("vllm", description="`vllm` (default) or the Hugging Face `generate` fallback.")
     num_actors: int = Field(1, ge=1, description="Rollout actors, each owning one engine; prompts are spread over them.")
-    cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves (also its torch threads).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves.")
+    threads_per_actor: int | None = Field(
+        None, ge=1, description="torch threads of each actor's engine (real cores); None: the whole CPUs of "
+        "`cpus_per_actor`. Sampling and training alternate, so an actor may use cores a worker holds."
+    )
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves (tensor parallel is per actor).")
     custom_resources: dict[str, float] = Field(
         default_factory=dict, description="Extra Ray resources each actor reserves, e.g. `{creason_rollout: 1}` to "

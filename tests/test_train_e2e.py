@@ -26,7 +26,7 @@ def _config(out: Path, model: Path, steps: int):
         "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
         "train.prompts_per_step=2", f"train.steps={steps}", "train.checkpoint_every=2", "train.num_workers=2",
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=0",
-        "algorithm.truncation=none", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
+        "algorithm.truncation=none", "algorithm.filter_zero_variance=false", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
     ])
 
 

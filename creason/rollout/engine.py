@@ -124,6 +124,10 @@ def _in_process_vllm(num_threads: int | None):
     import torch
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # vLLM's CPU backend binds an engine's threads to the cores of NUMA node 0 less a reserved
+    # one: on a 2-core machine every engine of every actor lands on the same core. Let the OS
+    # place them (set the variable to "auto" or a core list to bind on purpose).
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     omp_before, set_num_threads = os.environ.get("OMP_NUM_THREADS"), torch.set_num_threads
     if num_threads:
         os.environ["OMP_NUM_THREADS"] = str(num_threads)

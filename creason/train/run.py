@@ -41,7 +41,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
     r, t = cfg.rollout, cfg.train
     actors = create_rollout_actors(
         r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
-        resources=r.custom_resources, max_restarts=r.max_restarts,
+        resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
         engine_kwargs={"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32", "max_model_len": r.max_model_len,
                        "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
     )

@@ -12,19 +12,24 @@ from datetime import datetime, timezone
 import psutil
 
 
-def tree_pss(root: psutil.Process) -> int:
-    """Summed PSS (shared pages split fairly) of a process and all its descendants, in bytes."""
-    total = 0
+def tree_pss(root: psutil.Process) -> tuple[int, dict[str, int]]:
+    """Summed PSS (shared pages split fairly) of a process and all its descendants, in bytes, and
+    the PSS by process name (Ray's workers are named `ray::<Class>`)."""
+    total, by_name = 0, {}
     for p in [root, *root.children(recursive=True)]:
         try:
-            total += p.memory_full_info().pss
+            pss, name = p.memory_full_info().pss, p.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
+            continue
+        total += pss
+        by_name[name] = by_name.get(name, 0) + pss
+    return total, by_name
 
 
-def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 0.5) -> tuple[int, float, int]:
-    """Run `cmd`; returns (exit code, wall seconds, peak PSS of its process tree in bytes)."""
+def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 0.5,
+                  at_peak: dict | None = None) -> tuple[int, float, int]:
+    """Run `cmd`; returns (exit code, wall seconds, peak PSS of its process tree in bytes).
+    `at_peak`, if given, is filled with the PSS by process name at the peak."""
     start = time.perf_counter()
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
@@ -34,7 +39,12 @@ def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 
         def sample() -> None:
             nonlocal peak
             while not stop.is_set():
-                peak = max(peak, tree_pss(ps))
+                total, by_name = tree_pss(ps)
+                if total > peak:
+                    peak = total
+                    if at_peak is not None:
+                        at_peak.clear()
+                        at_peak.update(by_name)
                 time.sleep(every_s)
 
         monitor = threading.Thread(target=sample, daemon=True)

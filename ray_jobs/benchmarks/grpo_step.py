@@ -37,6 +37,7 @@ def standalone_tokens_per_s(cfg, questions_dir: str, steps: int) -> float:
     try:
         r = cfg.rollout
         actors = create_rollout_actors(r.num_actors, resolve_model_path(cfg), backend=r.backend, num_cpus_per_actor=r.cpus_per_actor,
+                                       num_threads=r.threads_per_actor,
                                        engine_kwargs={"dtype": "float32", "max_model_len": r.max_model_len,
                                                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed})
         wait_ready(actors)
@@ -87,7 +88,8 @@ def main() -> None:
         ray.shutdown()
         alone = standalone_tokens_per_s(cfg, str(Path(out) / "questions"), args.steps)
         cmd = [sys.executable, "-m", "creason.cli", "train", "--config", args.config, *sum((["--set", o] for o in overrides), [])]
-        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"))
+        at_peak: dict[str, int] = {}
+        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
         if rc != 0:
             print((Path(out) / "train.log").read_text()[-5000:])
             raise SystemExit(f"training failed ({rc})")
@@ -95,7 +97,8 @@ def main() -> None:
     s = summarize(records)
     result = {"machine": machine_line(), "config": args.config, "overrides": args.overrides, "steps": args.steps,
               "standalone_generate_tokens_per_s": alone, "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
-              "peak_pss_gib": peak / 2**30, "wall_s": wall, **s}
+              "peak_pss_gib": peak / 2**30, "wall_s": wall, **s,
+              "peak_pss_gib_by_process": {k: round(v / 2**30, 2) for k, v in sorted(at_peak.items(), key=lambda kv: -kv[1])}}
     p = s["phase_s"]
     print(f"\n{result['machine']}\n")
     print("| generate s | score s | reference s | train s | sync s | step s | sync share | loop gen tok/s | "

@@ -25,12 +25,14 @@ def main() -> int:
     args = parser.parse_args()
     cmd = [sys.executable, "-m", "creason.cli", "quickstart", "--fresh", *[a for s in args.overrides for a in ("--set", s)]]
     machine = machine_line()
-    rc, wall, peak = run_monitored(cmd, args.log, every_s=2.0)  # sampling ~40 processes costs CPU: not too often
+    at_peak: dict[str, int] = {}
+    rc, wall, peak = run_monitored(cmd, args.log, every_s=2.0, at_peak=at_peak)  # sampling ~40 processes costs CPU
     summary_path = Path("runs/quickstart/summary.json")
     for s in args.overrides:
         if s.startswith("output_dir="):
             summary_path = Path(s.split("=", 1)[1]) / "summary.json"
     result = {"machine": machine, "command": cmd[2:], "exit_code": rc, "wall_s": wall, "peak_pss_gib": peak / 2**30,
+              "peak_pss_gib_by_process": {k: round(v / 2**30, 2) for k, v in sorted(at_peak.items(), key=lambda kv: -kv[1])},
               "summary": json.loads(summary_path.read_text()) if summary_path.exists() else None}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{machine}\nexit {rc}, {wall / 60:.1f} min, peak memory {peak / 2**30:.2f} GiB (PSS of the process tree)")

@@ -39,7 +39,7 @@ def run(ray_local, tiny_model_dir, tmp_path_factory):
     build_question_set(cfg)
     cfg = load_config("quickstart", [
         f"output_dir={out}", "data.num_patients=300", "data.block_size=300", f"evaluate.models=[tiny={tiny_model_dir}]",
-        "evaluate.max_questions=24", "evaluate.max_new_tokens=12", "evaluate.max_model_len=1024",
+        "evaluate.num_actors=1", "evaluate.max_questions=24", "evaluate.max_new_tokens=12", "evaluate.max_model_len=1024",
         "evaluate.kv_cache_gib=0.0625", "evaluate.batch_size=8", "evaluate.bootstrap_samples=200",
     ])
     logs: list[str] = []
