@@ -57,12 +57,17 @@ class RolloutWorker:
         return completions, {**self.engine.last_stats.as_dict(), "weight_version": self.version}
 
     def update_weights(self, named_tensors: Any, version: int) -> float:
-        """Load `[(name, tensor), ...]` (or an ObjectRef of it) and take `version`; returns seconds."""
-        if isinstance(named_tensors, ray.ObjectRef):
-            named_tensors = ray.get(named_tensors)
+        """Load `[(name, tensor), ...]` and take `version`; returns seconds."""
         seconds = self.engine.load_weights(named_tensors)
         self.version = version
         return seconds
+
+    def load_shared_weights(self, arrays: Any, version: int) -> float:
+        """`update_weights` from `weight_sync.to_shared_arrays` output (Ray resolves the ObjectRef
+        the caller passes into arrays that are views of the object store: no copy on this side)."""
+        from creason.rollout.weight_sync import from_shared_arrays
+
+        return self.update_weights(from_shared_arrays(arrays), version)
 
     def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
         """Become rank `rank` of a broadcast group for weight pushes (`creason.rollout.broadcast_sync`)."""

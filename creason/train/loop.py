@@ -155,10 +155,12 @@ class GrpoTrainer:
         """All ranks take part in gathering (ZeRO-3); rank 0 sends."""
         t0 = time.perf_counter()
         state = full_state_dict(self.engine)
-        if self.rank == 0:
-            self.sync.push(named_weights_for_vllm(state), version)
+        gathered = time.perf_counter()
+        pushed = self.sync.push(named_weights_for_vllm(state), version) if self.rank == 0 else {}
         if timings is not None:
             timings["sync"] = time.perf_counter() - t0  # gather + put + every actor's reload
+            timings["sync_gather"] = gathered - t0
+            timings["sync_engine_load"] = pushed.get("load_seconds_max", 0.0)  # the slowest actor's engine reload
 
     def refresh_reference(self, step: int) -> None:
         a = self.cfg.algorithm

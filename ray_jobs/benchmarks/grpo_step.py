@@ -59,7 +59,8 @@ def summarize(records: list[dict]) -> dict:
     steady = records[1:] or records
     phase = {p: statistics.mean(r.get(f"time_{p}_s", 0.0) for r in steady) for p in PHASES}
     step_s = sum(phase.values())
-    return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s,
+    sync_parts = {p: statistics.mean(r.get(f"time_sync_{p}_s", 0.0) for r in steady) for p in ("gather", "engine_load")}
+    return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s, "sync_parts_s": sync_parts,
             "loop_generate_tokens_per_s": statistics.mean(r["generate_tokens_per_s"] for r in steady),
             "train_tokens_per_s": statistics.mean(r["tokens"] / max(r["time_train_s"], 1e-9) for r in steady),  # per worker (ranks averaged)
             "reward_mean": [r["reward_mean"] for r in records]}
@@ -106,6 +107,9 @@ def main() -> None:
     print(f"| {p['generate']:.1f} | {p['score']:.2f} | {p['reference']:.1f} | {p['train']:.1f} | {p['sync']:.2f} | "
           f"{s['step_s']:.1f} | {s['sync_share']:.1%} | {s['loop_generate_tokens_per_s']:.0f} | {alone:.0f} | "
           f"{result['loop_vs_standalone']:.2f} | {s['train_tokens_per_s']:.0f} | {result['peak_pss_gib']:.2f} |")
+    parts = s["sync_parts_s"]
+    print(f"\nsync {p['sync']:.2f} s: gather {parts['gather']:.2f} s, slowest engine reload {parts['engine_load']:.2f} s, "
+          f"transport {p['sync'] - parts['gather'] - parts['engine_load']:.2f} s")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import ray
+import torch
 from safetensors.torch import load_file
 
 from creason.models.tiny import build_tiny_model
@@ -164,3 +165,17 @@ def test_a_restarted_actor_catches_up_and_its_prompts_are_resampled(ray_local, t
     finally:
         for a in actors:
             ray.kill(a)
+
+
+def test_shared_arrays_round_trip_keeps_values_and_dtypes():
+    """fp32 and bf16 (sent as int16 bits) come back equal, with their dtypes and shapes."""
+    from creason.rollout.weight_sync import from_shared_arrays, to_shared_arrays
+
+    sent = [("a", torch.randn(3, 4)), ("b", torch.randn(5, dtype=torch.float64).to(torch.bfloat16)),
+            ("c", torch.randn(4, 3).t())]  # not contiguous
+    arrays = to_shared_arrays(sent)
+    assert [dtype for _, _, dtype in arrays] == ["float32", "bfloat16", "float32"]
+    back = from_shared_arrays(arrays)
+    assert [n for n, _ in back] == ["a", "b", "c"]
+    for (_, s), (_, b) in zip(sent, back):
+        assert b.dtype == s.dtype and torch.equal(b, s)
