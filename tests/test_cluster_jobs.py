@@ -7,6 +7,7 @@ deploys must outlive the job."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -82,3 +83,12 @@ def test_rollout_actors_and_training_workers_on_their_own_nodes(submitted):
     records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and records[1]["weight_version"] == 1
     assert records[1]["mismatch"] < 1e-2  # the actor on the other node sampled with the synced weights
+
+
+def test_each_progress_line_shows_once(submitted):
+    """Training's progress lines reach the job's output, once each (Ray Train's patched `print`
+    would show them twice)."""
+    done, _, _ = submitted
+    assert done.returncode == 0
+    lines = re.findall(r"step (\d+)/2 \| reward", done.stdout + done.stderr)
+    assert lines == ["1", "2"], lines

@@ -35,7 +35,7 @@ from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
 from creason.train.engine import build_deepspeed_engine, full_state_dict, named_weights_for_vllm
-from creason.train.metrics import MetricsLog
+from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import load_rewards, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
 
@@ -202,8 +202,8 @@ class GrpoTrainer:
         if self.rank == 0:
             placement = {"train_workers": nodes, "rollout_actors": ray.get([a.node_id.remote() for a in self.actors])}
             write_text_atomic(self.log.folder / "placement.json", json.dumps(placement, indent=2))
-            print(f"placement: rollout actors on nodes {sorted(set(placement['rollout_actors']))}, "
-                  f"training workers on nodes {sorted(set(nodes))}", flush=True)
+            say(f"placement: rollout actors on nodes {sorted(set(placement['rollout_actors']))}, "
+                f"training workers on nodes {sorted(set(nodes))}")
 
     def report(self, step: int, metrics: dict) -> None:
         """metrics.jsonl gets every metric; Ray Train (which logs each report of each rank) the step."""

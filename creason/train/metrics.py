@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 from creason.atomic import write_text_atomic
+
+
+def say(line: str) -> None:
+    """One line to the console from inside a Ray Train worker. Not `print`: Ray Train patches it
+    to log as well as print, and the driver then shows every line twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 class MetricsLog:
@@ -54,8 +62,8 @@ class MetricsLog:
         per_step = (time.perf_counter() - self._started) / max(1, step - self._first_step)
         eta = f" | ETA {per_step * (self.total_steps - step) / 60:.1f} min" if self.total_steps else ""
         total = f"/{self.total_steps}" if self.total_steps else ""
-        print(f"step {step}{total} | reward {metrics.get('reward_mean', float('nan')):.3f} | "
-              f"accuracy {metrics.get('accuracy', float('nan')):.3f} | {per_step:.1f} s/step{eta}", flush=True)
+        say(f"step {step}{total} | reward {metrics.get('reward_mean', float('nan')):.3f} | "
+            f"accuracy {metrics.get('accuracy', float('nan')):.3f} | {per_step:.1f} s/step{eta}")
 
     def close(self) -> None:
         if self._tb is not None:
