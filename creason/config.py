@@ -241,6 +241,10 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(512, ge=1, description="Greedy reasoning tokens before the answer is forced.")
     max_model_len: int = Field(2048, ge=64, description="Prompt + reasoning + forced-answer tokens, at most, per engine.")
     kv_cache_gib: float = Field(0.25, gt=0, description="KV cache per engine, set explicitly (see rollout.kv_cache_gib).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Engine precision. auto: bf16 on GPUs and on CPUs with AMX units (2.4x the questions/s of "
+        "fp32 there), fp32 on other CPUs. Decided on each actor's node; reported in the results' `run`."
+    )
     num_actors: int = Field(1, ge=1, description="vLLM actors the questions are sharded over (one engine each).")
     cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves (also its torch threads).")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves (0 on CPU machines).")

@@ -18,15 +18,16 @@ class EvalWorker:
     def __init__(self, model_path: str, engine_kwargs: dict, num_threads: int = 1):
         import torch
 
-        from creason.rollout.engine import VllmEngine
+        from creason.rollout.engine import VllmEngine, resolve_dtype
 
         torch.set_num_threads(num_threads)  # before the engine: vLLM's CPU worker makes it a no-op after
-        self.engine = VllmEngine(model_path, num_threads=num_threads, **engine_kwargs)
+        self.dtype = resolve_dtype(engine_kwargs.get("dtype", "float32"))  # "auto": decided on this actor's node
+        self.engine = VllmEngine(model_path, num_threads=num_threads, **{**engine_kwargs, "dtype": self.dtype})
         self.max_model_len = engine_kwargs.get("max_model_len", 1024)
 
-    def ready(self) -> bool:
-        """Returns once the engine has started."""
-        return True
+    def ready(self) -> str:
+        """Returns once the engine has started: its dtype."""
+        return self.dtype
 
     def answer(self, questions: list[EvalQuestion], max_new_tokens: int) -> tuple[list[ModelAnswer], dict]:
         """The protocol's answers to `questions`, and {"questions", "tokens", "seconds", "reasoning_s", "forced_s"}."""
@@ -76,11 +77,11 @@ def answer_on_actors(actors: list, questions: list[EvalQuestion], max_new_tokens
                      "questions_per_s": len(answers) / seconds if seconds > 0 else 0.0}
 
 
-def _wait_ready(actors: list, timeout_s: float) -> None:
-    """Block until every actor's engine has started; a clear error, not a hang, when some cannot
+def _wait_ready(actors: list, timeout_s: float) -> list[str]:
+    """Block until every actor's engine has started (returns their dtypes); a clear error, not a hang, when some cannot
     be placed (their resources are held by something else) or start."""
     try:
-        ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
+        return ray.get([a.ready.remote() for a in actors], timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         raise TimeoutError(f"{len(actors)} evaluation actor(s) not ready after {timeout_s:.0f} s; free resources now: "
                            f"{ray.available_resources()} (another stage's actors may still hold them)") from None
@@ -91,7 +92,8 @@ class ActorAnswerer:
 
     Args:
         num_actors, num_cpus, num_gpus: actors and the resources each reserves.
-        engine_kwargs: `VllmEngine` arguments (dtype, max_model_len, kv_cache_memory_bytes, seed).
+        engine_kwargs: `VllmEngine` arguments (dtype, which may be "auto": see `resolve_dtype`;
+            max_model_len, kv_cache_memory_bytes, seed).
         max_new_tokens, batch_size: see `EvalConfig`.
         log: where progress lines go.
     """
@@ -107,9 +109,9 @@ class ActorAnswerer:
         start = time.perf_counter()
         actors = create_eval_actors(self.num_actors, model_path, self.engine_kwargs, self.num_cpus, self.num_gpus)
         try:
-            _wait_ready(actors, self.ready_timeout_s)
+            dtypes = sorted(set(_wait_ready(actors, self.ready_timeout_s)))
             start_s = time.perf_counter() - start
-            self.log(f"  {len(actors)} actor(s) ready in {start_s:.0f} s")
+            self.log(f"  {len(actors)} actor(s) ready in {start_s:.0f} s ({', '.join(dtypes)})")
 
             def progress(done: int, total: int, seconds: float) -> None:
                 eta = seconds / done * (total - done)
@@ -119,4 +121,4 @@ class ActorAnswerer:
         finally:
             for a in actors:
                 ray.kill(a)
-        return answers, {**stats, "start_seconds": start_s, "num_actors": self.num_actors}
+        return answers, {**stats, "start_seconds": start_s, "num_actors": self.num_actors, "dtype": ",".join(dtypes)}

@@ -40,9 +40,10 @@ def questions_dir(args: argparse.Namespace) -> Path:
     return out / "questions"
 
 
-def measure(actors_n: int, cpus: float, questions: list, args: argparse.Namespace) -> dict:
+def measure(actors_n: int, cpus: float, dtype: str, questions: list, args: argparse.Namespace) -> dict:
     """Start the actors, warm each up on 2 questions, time one pass over `questions`, stop them."""
-    engine_kwargs = {"max_model_len": args.max_model_len, "kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)}
+    engine_kwargs = {"max_model_len": args.max_model_len, "kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30),
+                     "dtype": dtype}
     start = time.perf_counter()
     actors = create_eval_actors(actors_n, args.model, engine_kwargs, num_cpus=cpus)
     ray.get([a.ready.remote() for a in actors])
@@ -53,9 +54,15 @@ def measure(actors_n: int, cpus: float, questions: list, args: argparse.Namespac
     for a in actors:
         ray.kill(a)
     truncated = sum(a.finish_reason == "length" for a in answers) / len(answers)
-    return {"actors": actors_n, "cpus_per_actor": cpus, "start_seconds": start_s, **stats,
+    return {"actors": actors_n, "cpus_per_actor": cpus, "dtype": dtype, "start_seconds": start_s, **stats,
             "tokens_per_s": stats["tokens"] / stats["seconds"], "truncated_rate": truncated,
             "seconds_per_1000": 1000 / stats["questions_per_s"]}
+
+
+def parse_variant(text: str) -> tuple[int, float, str]:
+    """"2:1" -> (2 actors, 1 CPU each, float32); "2:1:bfloat16" -> the same in bfloat16."""
+    actors, cpus, *dtype = text.split(":")
+    return int(actors), float(cpus), dtype[0] if dtype else "float32"
 
 
 def machine() -> dict:
@@ -74,7 +81,7 @@ def table(result: dict) -> str:
              "| actors x CPUs | start s | answer s | questions/s | reasoning tok/s | cut at limit | 1,000 questions |",
              "|---|---|---|---|---|---|---|"]
     for r in result["variants"]:
-        lines.append(f"| {r['actors']} x {r['cpus_per_actor']:g} | {r['start_seconds']:.0f} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['actors']} x {r['cpus_per_actor']:g} {r.get('dtype', 'float32')} | {r['start_seconds']:.0f} | {r['seconds']:.1f} | "
                      f"{r['questions_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['truncated_rate']:.0%} | "
                      f"{r['seconds_per_1000'] / 60:.1f} min |")
     return "\n".join(lines)
@@ -91,21 +98,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--kv-cache-gib", type=float, default=0.25, help="KV cache per engine (it bounds the sequences in flight)")
     parser.add_argument("--max-model-len", type=int, default=1024)
-    parser.add_argument("--variants", default="1:1,2:1", help="actors:cpus, comma-separated")
+    parser.add_argument("--variants", default="1:1,2:1",
+                        help="actors:cpus[:dtype], comma-separated; dtype float32 (default) or bfloat16")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local cluster).")
     args = parser.parse_args()
 
     connect(RayConfig(address=args.address))
     questions = load_questions(questions_dir(args), "test", max_questions=args.num_questions, seed=0)
     load_before = os.getloadavg()
-    variants = [(int(a), float(c)) for a, c in (v.split(":") for v in args.variants.split(","))]
+    variants = [parse_variant(v) for v in args.variants.split(",")]
     result = {"machine": machine(), "model": args.model, "load_average_before_after": [load_before, load_before],
               "workload": {"questions": len(questions), "max_new_tokens": args.max_new_tokens,
                            "batch_size": args.batch_size, "kv_cache_gib": args.kv_cache_gib},
               "variants": []}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    for a, c in variants:  # the file is rewritten after each variant: a cut-off run keeps what it measured
-        result["variants"].append(measure(a, c, questions, args))
+    for a, c, dtype in variants:  # the file is rewritten after each variant: a cut-off run keeps what it measured
+        result["variants"].append(measure(a, c, dtype, questions, args))
         result["load_average_before_after"][1] = os.getloadavg()
         Path(args.out).write_text(json.dumps(result, indent=2))
     print(table(result))

@@ -39,7 +39,7 @@ def run(ray_local, tiny_model_dir, tmp_path_factory):
     build_question_set(cfg)
     cfg = load_config("quickstart", [
         f"output_dir={out}", "data.num_patients=300", "data.block_size=300", f"evaluate.models=[tiny={tiny_model_dir}]",
-        "evaluate.num_actors=1", "evaluate.max_questions=24", "evaluate.max_new_tokens=12", "evaluate.max_model_len=1024",
+        "evaluate.num_actors=1", "evaluate.precision=fp32", "evaluate.max_questions=24", "evaluate.max_new_tokens=12", "evaluate.max_model_len=1024",
         "evaluate.kv_cache_gib=0.0625", "evaluate.batch_size=8", "evaluate.bootstrap_samples=200",
     ])
     logs: list[str] = []
@@ -60,7 +60,7 @@ def test_results_json_has_accuracies_with_intervals(run):
     assert set(tiny["breakdowns"]["question_kind"]) == {"masked_value", "outcome"}
     assert {c["b"] for c in saved["comparisons"]} == {"Random guess (one draw)", "Majority answer (train)"}
     assert all(0 <= c["p_value"] <= 1 for c in saved["comparisons"])
-    assert tiny["run"]["questions"] == 24 and tiny["run"]["num_actors"] == 1
+    assert tiny["run"]["questions"] == 24 and tiny["run"]["num_actors"] == 1 and tiny["run"]["dtype"] == "float32"
     for name in ("report.md", "answers.jsonl", "accuracy_overall.png", "accuracy_by_section.png"):
         assert (run["folder"] / name).stat().st_size > 0
     assert any("24/24 questions" in line for line in run["logs"])  # progress was printed
