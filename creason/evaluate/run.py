@@ -71,6 +71,7 @@ def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer
 
     from creason.evaluate.actor import ActorAnswerer
     from creason.raycluster import connect
+    from creason.rollout.engine import ENGINE_DTYPES
 
     e = cfg.evaluate
     connect(cfg.ray)
@@ -78,7 +79,7 @@ def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer
     if e.num_actors * e.cpus_per_actor > cpus:
         raise ValueError(f"evaluate.num_actors={e.num_actors} x cpus_per_actor={e.cpus_per_actor} exceeds the "
                          f"cluster's {cpus:g} CPUs: the actors would never start")
-    engine_kwargs = {"dtype": {"auto": "auto", "fp32": "float32", "bf16": "bfloat16"}[e.precision],
+    engine_kwargs = {"dtype": ENGINE_DTYPES[e.precision],
                      "max_model_len": e.max_model_len, "kv_cache_memory_bytes": int(e.kv_cache_gib * 2**30),
                      "seed": e.seed}
     return ActorAnswerer(e.num_actors, engine_kwargs, e.max_new_tokens, e.batch_size, e.cpus_per_actor,

@@ -18,6 +18,9 @@ from creason.rollout.types import ChatPrompt, Completion, GenerationStats, Sampl
 
 DEFAULT_KV_CACHE_BYTES = 256 * 1024**2
 
+#: vLLM `dtype` of each creason precision (`model.precision`, `evaluate.precision`).
+ENGINE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "auto": "auto"}
+
 
 def resolve_dtype(dtype: str) -> str:
     """`dtype`, with "auto" made concrete for the hardware of this process: bfloat16 on a GPU or

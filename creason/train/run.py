@@ -30,6 +30,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from creason.rollout.actor import create_rollout_actors, wait_ready
+    from creason.rollout.engine import ENGINE_DTYPES
     from creason.train.loop import train_loop_per_worker
 
     connect(cfg.ray)
@@ -42,7 +43,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
     actors = create_rollout_actors(
         r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
         resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
-        engine_kwargs={"dtype": "bfloat16" if cfg.model.precision == "bf16" else "float32", "max_model_len": r.max_model_len,
+        engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
                        "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
     )
     try:

@@ -26,6 +26,11 @@ def tree_pss(root: psutil.Process) -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
+def gib_by_process(pss_by_name: dict[str, int]) -> dict[str, float]:
+    """`at_peak` of `run_monitored` in GiB, largest first, for a results file."""
+    return {k: round(v / 2**30, 2) for k, v in sorted(pss_by_name.items(), key=lambda kv: -kv[1])}
+
+
 def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 0.5,
                   at_peak: dict | None = None) -> tuple[int, float, int]:
     """Run `cmd`; returns (exit code, wall seconds, peak PSS of its process tree in bytes).

@@ -81,7 +81,7 @@ def table(result: dict) -> str:
              "| actors x CPUs | start s | answer s | questions/s | reasoning tok/s | cut at limit | 1,000 questions |",
              "|---|---|---|---|---|---|---|"]
     for r in result["variants"]:
-        lines.append(f"| {r['actors']} x {r['cpus_per_actor']:g} {r.get('dtype', 'float32')} | {r['start_seconds']:.0f} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['actors']} x {r['cpus_per_actor']:g} {r['dtype']} | {r['start_seconds']:.0f} | {r['seconds']:.1f} | "
                      f"{r['questions_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['truncated_rate']:.0%} | "
                      f"{r['seconds_per_1000'] / 60:.1f} min |")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine_line, run_monitored
+from common import gib_by_process, machine_line, run_monitored
 
 PHASES = ("generate", "score", "reference", "train", "sync")
 
@@ -29,6 +29,7 @@ def standalone_tokens_per_s(cfg, questions_dir: str, steps: int) -> float:
     import ray
 
     from creason.rollout.actor import create_rollout_actors, generate_on_actors, wait_ready
+    from creason.rollout.engine import ENGINE_DTYPES
     from creason.rollout.types import SamplingSpec
     from creason.train.data import PromptStream, load_questions
     from creason.train.run import resolve_model_path
@@ -38,7 +39,7 @@ def standalone_tokens_per_s(cfg, questions_dir: str, steps: int) -> float:
         r = cfg.rollout
         actors = create_rollout_actors(r.num_actors, resolve_model_path(cfg), backend=r.backend, num_cpus_per_actor=r.cpus_per_actor,
                                        num_threads=r.threads_per_actor,
-                                       engine_kwargs={"dtype": "float32", "max_model_len": r.max_model_len,
+                                       engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
                                                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed})
         wait_ready(actors)
         stream = PromptStream(load_questions(questions_dir, "train", cfg.train.question_kinds), cfg.train.prompts_per_step, cfg.seed)
@@ -99,7 +100,7 @@ def main() -> None:
     result = {"machine": machine_line(), "config": args.config, "overrides": args.overrides, "steps": args.steps,
               "standalone_generate_tokens_per_s": alone, "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
               "peak_pss_gib": peak / 2**30, "wall_s": wall, **s,
-              "peak_pss_gib_by_process": {k: round(v / 2**30, 2) for k, v in sorted(at_peak.items(), key=lambda kv: -kv[1])}}
+              "peak_pss_gib_by_process": gib_by_process(at_peak)}
     p = s["phase_s"]
     print(f"\n{result['machine']}\n")
     print("| generate s | score s | reference s | train s | sync s | step s | sync share | loop gen tok/s | "

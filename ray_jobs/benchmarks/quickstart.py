@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import machine_line, run_monitored
+from common import gib_by_process, machine_line, run_monitored
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
         if s.startswith("output_dir="):
             summary_path = Path(s.split("=", 1)[1]) / "summary.json"
     result = {"machine": machine, "command": cmd[2:], "exit_code": rc, "wall_s": wall, "peak_pss_gib": peak / 2**30,
-              "peak_pss_gib_by_process": {k: round(v / 2**30, 2) for k, v in sorted(at_peak.items(), key=lambda kv: -kv[1])},
+              "peak_pss_gib_by_process": gib_by_process(at_peak),
               "summary": json.loads(summary_path.read_text()) if summary_path.exists() else None}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{machine}\nexit {rc}, {wall / 60:.1f} min, peak memory {peak / 2**30:.2f} GiB (PSS of the process tree)")
