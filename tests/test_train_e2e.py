@@ -25,7 +25,8 @@ def _config(out: Path, model: Path, steps: int):
         "train.zero_stage=2",
         "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
         "train.prompts_per_step=2", f"train.steps={steps}", "train.checkpoint_every=2", "train.num_workers=2",
-        "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=0",
+        "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=2",
+        "train.eval_questions=3",
         "algorithm.truncation=none", "algorithm.filter_zero_variance=false", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
     ])
 
@@ -55,6 +56,16 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     after = load_file(str(policy / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_validation_accuracy_every_eval_every_steps(first_run):
+    """train.eval_every=2: step 2 (not step 1) carries a greedy accuracy over 3 validation questions."""
+    _, out, _ = first_run
+    step1, step2 = _records(out)
+    assert "val_accuracy" not in step1 and "time_eval_s" not in step1
+    assert step2["val_questions"] == 3
+    assert step2["val_accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert step2["time_eval_s"] > 0
 
 
 def test_rollouts_after_sync_use_the_new_weights(first_run):

@@ -39,6 +39,7 @@ from creason.raycluster import connect
 from creason.timing import PhaseTimer
 
 _SAMPLE_STREAM = 2
+_TASKS_PER_WORKER = 4  # batches of items per Ray Data worker in a phase: fewer gaps, still balanced
 PLAN_FILE = "plan.json"  # the QuestionPlan (statistics, MI removals, targets) of this build
 _COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("kind", pa.string()), ("count", pa.int64())])
 
@@ -63,33 +64,52 @@ def one_arrow_thread(fn):
     return pinned
 
 
+def run_tasks(items: list[dict], fn, concurrency: int, **fn_kwargs) -> ray.data.Dataset:
+    """`fn` over `items` as one Ray Data operator of at most `concurrency` one-CPU tasks, each
+    given a batch of consecutive items (`fn` handles them one at a time, so memory stays that of
+    one item).
+
+    Each phase does all of its work (read, compute, write) inside `fn`, so that `concurrency` caps
+    all of it: chained operators (a Parquet read, then a map, then a write) each get tasks of
+    their own, and a "1 worker" build then ran on both cores (1 -> 2 workers: 1.16x,
+    2026-12-02). A few batches per worker, not one per item: between two tasks a worker waited
+    ~0.17 s for Ray Data to start the next one once both cores were busy.
+    """
+    tasks = max(1, min(len(items), _TASKS_PER_WORKER * concurrency))
+    ds = ray.data.from_items(items, override_num_blocks=tasks)
+    return ds.map_batches(one_arrow_thread(fn), batch_size=None, num_cpus=1,
+                          compute=ray.data.TaskPoolStrategy(size=concurrency), fn_kwargs=fn_kwargs)
+
+
+def _paths(batch: dict) -> list[str]:
+    return batch["path"].tolist()
+
+
 # ---- phase 1: ingest ------------------------------------------------------------------------
 
 
-@one_arrow_thread
-def _generate_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig) -> pa.Table:
+def _generate_prepare_write(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig, out_dir: str) -> pa.Table:
     from creason.data.synthetic import generate_block
 
-    parts = []
+    written = []
     for block in batch["block"].tolist():
         first = block * cfg.data.block_size
         n = min(cfg.data.block_size, cfg.data.num_patients - first)
         raw = generate_block(dictionary, n, cfg.seed, block, first)
-        parts.append(_prepare(raw, dictionary, cfg))
-    return pa.concat_tables(parts)
+        written += _write_blocks(_prepare(raw, dictionary, cfg), Path(out_dir), f"block-{block:06d}", cfg.data.block_size)
+    return _written_table(written)
 
 
-@one_arrow_thread
-def _read_and_prepare(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig, rejected_dir: str) -> pa.Table:
+def _read_prepare_write(batch: dict, dictionary: DataDictionary, cfg: CreasonConfig, out_dir: str, rejected_dir: str) -> pa.Table:
     """Check every row (bad ones are recorded, not raised, so one run reports all files' problems)."""
-    parts = []
-    for path in batch["path"].tolist():
+    written = []
+    for index, path in zip(batch["index"].tolist(), _paths(batch)):
         typed, problems = read_registry_file(path, dictionary, on_bad_row="reject")
         if problems:
             name = hashlib.sha256(path.encode()).hexdigest()[:16] + ".jsonl"
             write_text_atomic(Path(rejected_dir) / name, "".join(json.dumps(r) + "\n" for r in rejection_records(problems)))
-        parts.append(_prepare(typed, dictionary, cfg))
-    return pa.concat_tables(parts)
+        written += _write_blocks(_prepare(typed, dictionary, cfg), Path(out_dir), f"file-{index:06d}", cfg.data.block_size)
+    return _written_table(written)
 
 
 def _prepare(raw: pa.Table, dictionary: DataDictionary, cfg: CreasonConfig) -> pa.Table:
@@ -97,56 +117,58 @@ def _prepare(raw: pa.Table, dictionary: DataDictionary, cfg: CreasonConfig) -> p
     return prepare_table(raw, dictionary, cfg.seed, (s.train, s.validation, s.test), cfg.questions.include_free_text)
 
 
-def ingest(cfg: CreasonConfig, dictionary: DataDictionary, staging: Path) -> tuple[ray.data.Dataset, int]:
-    """Prepared rows (no identifiers, relative times, `_key`, `_split`) written under staging,
-    read back as a dataset; and their number."""
-    concurrency = cfg.ray.data_concurrency
+def _write_blocks(table: pa.Table, out_dir: Path, stem: str, block_size: int) -> list[tuple[str, int]]:
+    """Prepared rows as files of at most `block_size` rows (one question task each); (path, rows)."""
+    written = []
+    for k, start in enumerate(range(0, max(1, len(table)), block_size)):
+        part = table.slice(start, block_size)
+        if len(part):
+            path = out_dir / f"{stem}-{k:04d}.parquet"
+            _write_parquet_atomic(part, path)
+            written.append((str(path), len(part)))
+    return written
+
+
+def _written_table(written: list[tuple[str, int]]) -> pa.Table:
+    return pa.table({"path": pa.array([p for p, _ in written], pa.string()), "rows": pa.array([n for _, n in written], pa.int64())})
+
+
+def ingest(cfg: CreasonConfig, dictionary: DataDictionary, staging: Path) -> tuple[list[str], int]:
+    """Prepared rows (no identifiers, relative times, `_key`, `_split`) written under staging:
+    their files and their number."""
+    out_dir = str(staging / "_prepared")
     if cfg.data.source == "synthetic":
         blocks = -(-cfg.data.num_patients // cfg.data.block_size)
-        ds = ray.data.from_items([{"block": b} for b in range(blocks)], override_num_blocks=blocks)
-        ds = ds.map_batches(_generate_and_prepare, batch_size=1, fn_kwargs={"dictionary": dictionary, "cfg": cfg},
-                            num_cpus=1, concurrency=concurrency)
+        written = run_tasks([{"block": b} for b in range(blocks)], _generate_prepare_write, cfg.ray.data_concurrency,
+                            dictionary=dictionary, cfg=cfg, out_dir=out_dir)
     else:
         missing = [p for p in cfg.data.paths if not Path(p).exists()]
         if not cfg.data.paths or missing:
             raise FileNotFoundError(f"data.paths: registry files not found: {missing or 'none given'}")
-        paths = [str(Path(p).resolve()) for p in cfg.data.paths]
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
-        ds = ds.map_batches(_read_and_prepare, batch_size=1, num_cpus=1, concurrency=concurrency,
-                            fn_kwargs={"dictionary": dictionary, "cfg": cfg, "rejected_dir": str(staging / "_rejected")})
-    # One file per block at most, so that later phases keep the parallelism of this one.
-    ds.write_parquet(str(staging / "_prepared"), max_rows_per_file=cfg.data.block_size)
+        items = [{"index": i, "path": str(Path(p).resolve())} for i, p in enumerate(cfg.data.paths)]
+        written = run_tasks(items, _read_prepare_write, cfg.ray.data_concurrency, dictionary=dictionary, cfg=cfg,
+                            out_dir=out_dir, rejected_dir=str(staging / "_rejected"))
+    files = written.to_pandas()
     problems = _recorded_problems(staging)
     if problems and cfg.data.on_bad_row == "fail":
         raise RegistryError(problems)
-    files = sorted((staging / "_prepared").glob("*.parquet"))
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return read_files_one_block_each(files), rows
-
-
-@one_arrow_thread
-def _read_parquet_files(batch: dict) -> pa.Table:
-    return pa.concat_tables([pq.read_table(p) for p in batch["path"].tolist()])
-
-
-def read_files_one_block_each(files: list[Path]) -> ray.data.Dataset:
-    """Parquet files as a dataset of one block per file.
-
-    (`read_parquet` in Ray 2.60 coalesces small files into one read task, which would leave
-    all but one worker idle in the question phase.)
-    """
-    ds = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=max(1, len(files)))
-    return ds.map_batches(_read_parquet_files, batch_size=1, batch_format="numpy")
+    if files.empty:
+        raise ValueError(f"no registry rows to build questions from ({len({(p.file, p.row) for p in problems})} rows rejected)")
+    files = files.sort_values("path")
+    return files["path"].tolist(), int(files["rows"].sum())
 
 
 # ---- phases 2 and 3: statistics and mutual information ----------------------------------------
 
 
-@one_arrow_thread
-def _sample_train_rows(batch: pa.Table, rate: float) -> pa.Table:
-    keys = batch.column(KEY).to_numpy(zero_copy_only=False).astype(np.uint64)
-    keep = (uniform(keys, _SAMPLE_STREAM)[:, 0] < rate) & pc.equal(batch.column(SPLIT), "train").to_numpy(zero_copy_only=False)
-    return batch.filter(pa.array(keep))
+def _sample_train_rows(batch: dict, rate: float) -> pa.Table:
+    return pa.concat_tables([_sample_file(pq.read_table(p), rate) for p in _paths(batch)])
+
+
+def _sample_file(table: pa.Table, rate: float) -> pa.Table:
+    keys = table.column(KEY).to_numpy(zero_copy_only=False).astype(np.uint64)
+    keep = (uniform(keys, _SAMPLE_STREAM)[:, 0] < rate) & pc.equal(table.column(SPLIT), "train").to_numpy(zero_copy_only=False)
+    return table.filter(pa.array(keep))
 
 
 @one_arrow_thread
@@ -155,11 +177,12 @@ def _count_pairs(batch: pa.Table, variables, stats) -> dict:
     return {"counts": [joint_counts(discretize(batch, variables, stats), cards)]}
 
 
-def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, prepared: ray.data.Dataset, rows: int, timer: PhaseTimer) -> tuple[QuestionPlan, dict]:
+def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, files: list[str], rows: int, timer: PhaseTimer) -> tuple[QuestionPlan, dict]:
     shown = shown_variables(dictionary, cfg.questions.include_free_text)
+    concurrency = cfg.ray.data_concurrency
     with timer("statistics"):
         rate = min(1.0, cfg.questions.stats_sample_rows / max(1.0, rows * cfg.questions.split.train))
-        sample = prepared.map_batches(_sample_train_rows, batch_format="pyarrow", fn_kwargs={"rate": rate}).materialize()
+        sample = run_tasks([{"path": f} for f in files], _sample_train_rows, concurrency, rate=rate).materialize()
         # Sorted by the keyed pseudonym: a random order that does not depend on block order.
         sample_table = pa.concat_tables([ray.get(r) for r in sample.to_arrow_refs()]).sort_by(KEY)
         if len(sample_table) == 0:
@@ -167,7 +190,9 @@ def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, prepared: ray
         stats = compute_stats(sample_table, shown, cfg.questions.mixture_components, cfg.questions.mi_bins)
     with timer("mutual_information"):
         mi_vars = mi_variables(shown, stats)
-        counts = sample.map_batches(_count_pairs, batch_format="pyarrow", fn_kwargs={"variables": mi_vars, "stats": stats})
+        counts = sample.map_batches(_count_pairs, batch_format="pyarrow", num_cpus=1,
+                                    compute=ray.data.TaskPoolStrategy(size=concurrency),
+                                    fn_kwargs={"variables": mi_vars, "stats": stats})
         total = sum(np.asarray(c) for c in counts.to_pandas()["counts"])
         nmi = normalized_mi(total, cardinalities(mi_vars, stats))
     plan = make_plan(shown, stats, nmi, [v.name for v in mi_vars], cfg.questions, cfg.seed)
@@ -178,10 +203,13 @@ def plan_questions(cfg: CreasonConfig, dictionary: DataDictionary, prepared: ray
 # ---- phase 4: questions -----------------------------------------------------------------------
 
 
-@one_arrow_thread
-def write_question_shards(batch: pa.Table, plan: QuestionPlan, out_dir: str) -> pa.Table:
-    """Build the questions of a block, write one Parquet shard per split, return counts."""
-    questions = build_questions(batch, plan)
+def write_question_shards(batch: dict, plan: QuestionPlan, out_dir: str) -> pa.Table:
+    """Questions of each prepared file in the batch, written as one Parquet shard per split; counts."""
+    return pa.concat_tables([_write_file_questions(pq.read_table(p), plan, out_dir) for p in _paths(batch)])
+
+
+def _write_file_questions(table: pa.Table, plan: QuestionPlan, out_dir: str) -> pa.Table:
+    questions = build_questions(table, plan)
     info = questions.column("extra_info").combine_chunks()
     split, kind = info.field("split"), info.field("question_kind")
     counts = []
@@ -196,12 +224,9 @@ def write_question_shards(batch: pa.Table, plan: QuestionPlan, out_dir: str) -> 
     return pa.Table.from_pylist(counts, schema=_COUNTS_SCHEMA)
 
 
-def write_questions(cfg: CreasonConfig, plan: QuestionPlan, prepared: ray.data.Dataset, out_dir: Path) -> dict:
-    # Tasks, not an actor pool: idle actors would hold the CPUs that the Parquet reads need.
-    counts = prepared.map_batches(
-        write_question_shards, batch_format="pyarrow", batch_size=None, num_cpus=1,
-        concurrency=cfg.ray.data_concurrency, fn_kwargs={"plan": plan, "out_dir": str(out_dir)},
-    ).to_pandas()
+def write_questions(cfg: CreasonConfig, plan: QuestionPlan, files: list[str], out_dir: Path) -> dict:
+    counts = run_tasks([{"path": f} for f in files], write_question_shards, cfg.ray.data_concurrency,
+                       plan=plan, out_dir=str(out_dir)).to_pandas()
     summary: dict = {s: {} for s in SPLITS}
     for row in counts.itertuples():
         summary[row.split][row.kind] = summary[row.split].get(row.kind, 0) + int(row.count)
@@ -221,10 +246,10 @@ def build_question_set(cfg: CreasonConfig) -> dict:
     timer = PhaseTimer()
     try:
         with timer("ingest"):
-            prepared, rows = ingest(cfg, dictionary, staging)
-        plan, sample_info = plan_questions(cfg, dictionary, prepared, rows, timer)
+            files, rows = ingest(cfg, dictionary, staging)
+        plan, sample_info = plan_questions(cfg, dictionary, files, rows, timer)
         with timer("questions"):
-            counts = write_questions(cfg, plan, prepared, staging)
+            counts = write_questions(cfg, plan, files, staging)
         manifest = _manifest(cfg, dictionary, plan, counts, sample_info, timer)
         _collect_rejections(staging)
         shutil.rmtree(staging / "_prepared")

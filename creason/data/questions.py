@@ -167,6 +167,16 @@ def options_text(options: pa.ListArray, k: int) -> pa.Array:
     return concat(*cols)
 
 
+def user_messages(plan: QuestionPlan, renderer: RecordRenderer, rows: np.ndarray, kind: str, target: str, options: pa.ListArray) -> pa.Array:
+    """The user message per row: the record without the target and its leaking variables, the
+    question, the options (lists of equal length) and the answer instruction. Training questions
+    and registry predictions at the endpoint both come from here, so the model sees one format."""
+    k = len(options[0]) if len(options) else 0
+    record = renderer.render(rows, plan.excluded(kind, target))
+    return concat("Patient record:\n\n", record, f"\n\nQuestion: {question_text(kind, plan.variable(target))}\n\nOptions:\n",
+                  options_text(options, k), "\n\nThink step by step, then give the letter of your answer in \\boxed{}.")
+
+
 def questions_for_target(plan: QuestionPlan, renderer: RecordRenderer, table: pa.Table, keys: np.ndarray, kind: str, target: str, rows: np.ndarray, ks: np.ndarray) -> pa.Table:
     """Questions of one kind about one target variable for the given rows."""
     v = plan.variable(target)
@@ -183,10 +193,7 @@ def questions_for_target(plan: QuestionPlan, renderer: RecordRenderer, table: pa
         x = truth.to_numpy(zero_copy_only=False).astype(np.float64)
         options, correct = numeric_options(x, v, st, plan.config.distractor_spacing_sd, u, plan.config.max_options)
         answer_text, answer_value = format_numbers(x, st.decimals), pa.array(x)
-    k = len(options[0]) if len(options) else 0
-    record = renderer.render(rows, plan.excluded(kind, target))
-    user = concat("Patient record:\n\n", record, f"\n\nQuestion: {question_text(kind, v)}\n\nOptions:\n", options_text(options, k),
-                  "\n\nThink step by step, then give the letter of your answer in \\boxed{}.")
+    user = user_messages(plan, renderer, rows, kind, target, options)
     return assemble_questions(
         plan=plan, kind=kind, variable=v, keys=keys[rows], ks=ks, split=table.column(SPLIT).take(take).combine_chunks(), user=user,
         options=options, letters=np.asarray(list(LETTERS))[correct], answer_text=answer_text, answer_value=answer_value,

@@ -129,7 +129,7 @@ def _parse_columns(path: Path, strings: pa.Table, dictionary: DataDictionary, li
     columns, problems, bad_rows = {}, [], set()
     for v in dictionary.variables:
         raw = strings.column(v.name)
-        typed, bad, expected = _parse_column(raw, v)
+        typed, bad, expected = parse_column(raw, v)
         columns[v.name] = typed
         if v.name == dictionary.patient_id:
             bad |= pc.is_null(raw).to_numpy(zero_copy_only=False)
@@ -143,7 +143,7 @@ def _parse_columns(path: Path, strings: pa.Table, dictionary: DataDictionary, li
     return pa.table(columns), sorted(bad_rows), problems
 
 
-def _parse_column(raw: pa.ChunkedArray, v: Variable) -> tuple[pa.Array, np.ndarray, str]:
+def parse_column(raw: pa.ChunkedArray, v: Variable) -> tuple[pa.Array, np.ndarray, str]:
     """Typed column, mask of unparsable or out-of-dictionary cells, and what was expected."""
     present = pc.is_valid(raw).to_numpy(zero_copy_only=False)
     if v.kind == VariableKind.numeric:

@@ -40,6 +40,12 @@ class SamplingSpec(BaseModel):
     )
 
 
+def step_sampling(spec: SamplingSpec, seed: int, step: int) -> SamplingSpec:
+    """`spec` seeded for training step `step` of a run seeded `seed`: a step redone after a
+    failure, or replayed by a benchmark, samples the same completions."""
+    return spec.model_copy(update={"seed": seed * 1_000_003 + step})
+
+
 @dataclass
 class Completion:
     """One sampled completion of prompt `prompt_index` (its index in the batch given to `generate`).

@@ -30,9 +30,9 @@ from creason.data.dictionary import CODED_KINDS, DataDictionary, VariableKind, l
 from creason.data.pipeline import PLAN_FILE
 from creason.data.prepare import prepare_table
 from creason.data.mixture import component_std
-from creason.data.questions import LETTERS, MASKED, OUTCOME, QuestionPlan, options_text, question_text
-from creason.data.registry import _parse_column
-from creason.data.render import RecordRenderer, concat, format_numbers
+from creason.data.questions import LETTERS, MASKED, OUTCOME, QuestionPlan, user_messages
+from creason.data.registry import parse_column
+from creason.data.render import RecordRenderer, format_numbers
 from creason.rewards import extract_boxed_letter
 
 MANIFEST_FILE = "manifest.json"
@@ -105,7 +105,7 @@ def record_table(record: dict[str, Any], dictionary: DataDictionary, identifiers
     for v in dictionary.variables:
         value = PLACEHOLDER_PATIENT if v.name == dictionary.patient_id else None if v.kind == VariableKind.identifier else record.get(v.name)
         text = None if value is None else str(value)
-        typed, bad, expected = _parse_column(pa.chunked_array([pa.array([text], pa.string())]), v)
+        typed, bad, expected = parse_column(pa.chunked_array([pa.array([text], pa.string())]), v)
         if bad[0]:
             shown = "" if v.kind in (VariableKind.datetime, VariableKind.free_text) else f" {value!r}"
             raise RecordError(f"record.{v.name}", f"value{shown}: expected {expected}")
@@ -185,14 +185,10 @@ def question_kind(plan: QuestionPlan, target: str, kind: str | None) -> str:
 
 def user_prompt(plan: QuestionPlan, prepared: pa.Table, row: int, kind: str, target: str, options: list[str]) -> str:
     """The user message of a question about `target` for row `row` of a prepared table, with
-    the given options: `questions_for_target`'s text, with options chosen by the caller."""
-    v = plan.variable(target)
+    the given options (training's `user_messages`, options chosen by the caller)."""
     renderer = RecordRenderer(prepared, plan.variables, plan.decimals())
-    record = renderer.render(np.array([row]), plan.excluded(kind, target))
     listed = pa.ListArray.from_arrays(pa.array([0, len(options)], pa.int32()), pa.array(options, pa.string()))
-    user = concat("Patient record:\n\n", record, f"\n\nQuestion: {question_text(kind, v)}\n\nOptions:\n", options_text(listed, len(options)),
-                  "\n\nThink step by step, then give the letter of your answer in \\boxed{}.")
-    return user[0].as_py()
+    return user_messages(plan, renderer, np.array([row]), kind, target, listed)[0].as_py()
 
 
 def build_prediction_prompt(ctx: RegistryContext, record: dict[str, Any], target: str, kind: str | None = None,

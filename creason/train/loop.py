@@ -29,7 +29,7 @@ from creason.algo import mix_reference, should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig
 from creason.rollout.actor import generate_on_actors
-from creason.rollout.types import SamplingSpec
+from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.weight_sync import make_weight_sync
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
@@ -107,7 +107,7 @@ class GrpoTrainer:
             metrics = self.update(batch, timings)
             self.push_weights(version=step + 1, timings=timings)
             self.refresh_reference(step + 1)
-            metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1), **_timed(timings), **resumed}
+            metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1, timings), **_timed(timings), **resumed}
             self.report(step + 1, metrics)
             resumed = {}
         if self.rank == 0:
@@ -116,8 +116,8 @@ class GrpoTrainer:
     def rollout(self, step: int, timings: dict):
         questions = self.stream.batch(step)
         t0 = time.perf_counter()
-        spec = self.spec.model_copy(update={"seed": self.cfg.seed * 1_000_003 + step})  # a redone step resamples alike
-        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions], spec, version=step,
+        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions],
+                                              step_sampling(self.spec, self.cfg.seed, step), version=step,
                                               recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
         scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
@@ -167,17 +167,21 @@ class GrpoTrainer:
         if self.ref is not None and should_refresh_reference(step, a.ref_refresh_every):
             mix_reference(self.ref.state_dict(), self.engine.module.state_dict(), a.ref_refresh_alpha, inplace=True)
 
-    def evaluate(self, step: int) -> dict:
+    def evaluate(self, step: int, timings: dict) -> dict:
+        """Greedy accuracy on the first `eval_questions` validation questions, every `eval_every`
+        steps, by the rollout actors with this step's weights (timed as phase `eval`)."""
         every = self.cfg.train.eval_every
-        if self.rank != 0 or not every or step % every:
+        if self.rank != 0 or not every or step % every or not self.val:
             return {}
         from creason.rewards import boxed_letter_reward
 
+        t0 = time.perf_counter()
         greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.cfg.rollout.max_new_tokens)
         out, _ = generate_on_actors(self.actors, [q.messages for q in self.val], greedy, version=step,
                                     recover=self.sync.catch_up)
         right = boxed_letter_reward([c[0].text for c in out], [q.ground_truth for q in self.val])
-        return {"val_accuracy": sum(right) / len(right)}
+        timings["eval"] = time.perf_counter() - t0
+        return {"val_accuracy": sum(right) / len(right), "val_questions": len(right)}
 
     # ---- checkpoints and metrics -----------------------------------------------------------
 

@@ -23,14 +23,27 @@ def resolve_questions_dir(cfg: CreasonConfig) -> str:
     return str(Path(cfg.train.questions_dir or Path(cfg.output_dir) / "questions").resolve())
 
 
+def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
+    """The rollout actors of `cfg.rollout` (placed, restartable, engines sized), not yet ready."""
+    from creason.rollout.actor import create_rollout_actors
+    from creason.rollout.engine import ENGINE_DTYPES
+
+    r = cfg.rollout
+    return create_rollout_actors(
+        r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
+        resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
+        engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
+                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
+    )
+
+
 def train(cfg: CreasonConfig, resume: bool = False):
     """Run GRPO to `cfg.train.steps`; with `resume`, continue from the latest complete checkpoint."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from creason.rollout.actor import create_rollout_actors, wait_ready
-    from creason.rollout.engine import ENGINE_DTYPES
+    from creason.rollout.actor import wait_ready
     from creason.train.loop import train_loop_per_worker
 
     connect(cfg.ray)
@@ -39,13 +52,8 @@ def train(cfg: CreasonConfig, resume: bool = False):
     storage = Path(cfg.output_dir) / "ray_train"
     if not resume and (storage / "grpo").exists():
         raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
-    r, t = cfg.rollout, cfg.train
-    actors = create_rollout_actors(
-        r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
-        resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
-        engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
-                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
-    )
+    t = cfg.train
+    actors = start_rollout_actors(cfg, model_path)
     try:
         wait_ready(actors)
         trainer = TorchTrainer(

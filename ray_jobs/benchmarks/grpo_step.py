@@ -1,12 +1,18 @@
 """Benchmark: one GRPO step, phase by phase, on the default model.
 
-1. Standalone: one rollout actor, sized as in the config, samples the first steps' prompts
-   (after a warm-up call): the actors' own tokens/s.
+1. Standalone: the rollout actors, sized as in the config, sample what the loop's measured steps
+   sample (the same prompts, the same per-step seeds; after a warm-up call on step 0's): the
+   actors' own tokens/s.
 2. In the loop: `creason train` for a few steps in a subprocess whose whole process tree's
    memory is sampled; per-phase times (generate, score, reference, train, sync) and the loop's
    generation tokens/s come from `metrics.jsonl` (the first step, which pays warm-ups, is left out).
 
-    python ray_jobs/benchmarks/grpo_step.py --config quickstart --steps 4 --out docs/bench_grpo_step.json
+The loop's weights move and the standalone actors' do not, so their completions (and lengths)
+part after step 1. `--frozen-weights` runs the loop with a learning rate too small to change a
+float32 weight (every phase still runs, the sync included): both then sample the same tokens, and
+loop/standalone measures only what the loop costs generation.
+
+    python ray_jobs/benchmarks/grpo_step.py --config quickstart --steps 5 --out docs/bench_grpo_step.json
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import gib_by_process, machine_line, run_monitored
@@ -24,34 +29,30 @@ from common import gib_by_process, machine_line, run_monitored
 PHASES = ("generate", "score", "reference", "train", "sync")
 
 
-def standalone_tokens_per_s(cfg, questions_dir: str, steps: int) -> float:
-    """The rollout actor alone on the prompts of steps 0..steps-1 (one warm-up call first)."""
+def standalone_generation(cfg, questions_dir: str, steps: int) -> dict:
+    """The rollout actors alone on the prompts and seeds of steps 1..steps-1 (a warm-up call on
+    step 0's first): tokens/s, and tokens and seconds per step."""
     import ray
 
-    from creason.rollout.actor import create_rollout_actors, generate_on_actors, wait_ready
-    from creason.rollout.engine import ENGINE_DTYPES
-    from creason.rollout.types import SamplingSpec
+    from creason.rollout.actor import generate_on_actors, wait_ready
+    from creason.rollout.types import SamplingSpec, step_sampling
     from creason.train.data import PromptStream, load_questions
-    from creason.train.run import resolve_model_path
+    from creason.train.run import resolve_model_path, start_rollout_actors
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         r = cfg.rollout
-        actors = create_rollout_actors(r.num_actors, resolve_model_path(cfg), backend=r.backend, num_cpus_per_actor=r.cpus_per_actor,
-                                       num_threads=r.threads_per_actor,
-                                       engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
-                                                      "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed})
+        actors = start_rollout_actors(cfg, resolve_model_path(cfg))
         wait_ready(actors)
         stream = PromptStream(load_questions(questions_dir, "train", cfg.train.question_kinds), cfg.train.prompts_per_step, cfg.seed)
         spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens)
-        generate_on_actors(actors, [q.messages for q in stream.batch(0)], spec, version=0)  # warm-up
-        tokens, seconds = 0, 0.0
-        for step in range(steps):
-            start = time.perf_counter()
-            _, stats = generate_on_actors(actors, [q.messages for q in stream.batch(step)], spec, version=0)
-            seconds += time.perf_counter() - start
-            tokens += stats["tokens"]
-        return tokens / seconds
+        generate_on_actors(actors, [q.messages for q in stream.batch(0)], step_sampling(spec, cfg.seed, 0), version=0)  # warm-up
+        per_step = []
+        for step in range(1, steps):
+            _, stats = generate_on_actors(actors, [q.messages for q in stream.batch(step)], step_sampling(spec, cfg.seed, step), version=0)
+            per_step.append({"tokens": stats["tokens"], "seconds": stats["seconds"]})
+        tokens, seconds = sum(x["tokens"] for x in per_step), sum(x["seconds"] for x in per_step)
+        return {"tokens_per_s": tokens / seconds, "steps": per_step}
     finally:
         ray.shutdown()
 
@@ -62,7 +63,10 @@ def summarize(records: list[dict]) -> dict:
     step_s = sum(phase.values())
     sync_parts = {p: statistics.mean(r.get(f"time_sync_{p}_s", 0.0) for r in steady) for p in ("gather", "engine_load")}
     return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s, "sync_parts_s": sync_parts,
-            "loop_generate_tokens_per_s": statistics.mean(r["generate_tokens_per_s"] for r in steady),
+            "loop_generate_tokens_per_s": sum(r["generate_tokens_per_s"] * r["time_generate_s"] for r in steady)
+            / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
+            "loop_steps": [{"tokens": round(r["generate_tokens_per_s"] * r["time_generate_s"]), "seconds": r["time_generate_s"]}
+                           for r in steady],
             "train_tokens_per_s": statistics.mean(r["tokens"] / max(r["time_train_s"], 1e-9) for r in steady),  # per worker (ranks averaged)
             "reward_mean": [r["reward_mean"] for r in records]}
 
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--config", default="quickstart")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--frozen-weights", action="store_true",
+                        help="train with lr 1e-30 (no float32 weight moves), so the loop samples what the standalone actors do")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -81,14 +87,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out:
         overrides = [f"output_dir={out}", f"data.num_patients={args.patients}", f"train.steps={args.steps}",
-                     f"train.checkpoint_every={args.steps}", *args.overrides]
+                     f"train.checkpoint_every={args.steps}", *(["train.lr=1e-30"] if args.frozen_weights else []), *args.overrides]
         cfg = load_config(args.config, overrides)
         import ray
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         build_question_set(cfg)
         ray.shutdown()
-        alone = standalone_tokens_per_s(cfg, str(Path(out) / "questions"), args.steps)
+        standalone = standalone_generation(cfg, str(Path(out) / "questions"), args.steps)
+        alone = standalone["tokens_per_s"]
         cmd = [sys.executable, "-m", "creason.cli", "train", "--config", args.config, *sum((["--set", o] for o in overrides), [])]
         at_peak: dict[str, int] = {}
         rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
@@ -98,7 +105,7 @@ def main() -> None:
         records = [json.loads(x) for x in (Path(out) / "train" / "metrics.jsonl").read_text().splitlines()]
     s = summarize(records)
     result = {"machine": machine_line(), "config": args.config, "overrides": args.overrides, "steps": args.steps,
-              "standalone_generate_tokens_per_s": alone, "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
+              "frozen_weights": args.frozen_weights, "standalone_generate_tokens_per_s": alone, "standalone_steps": standalone["steps"], "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
               "peak_pss_gib": peak / 2**30, "wall_s": wall, **s,
               "peak_pss_gib_by_process": gib_by_process(at_peak)}
     p = s["phase_s"]
@@ -108,6 +115,8 @@ def main() -> None:
     print(f"| {p['generate']:.1f} | {p['score']:.2f} | {p['reference']:.1f} | {p['train']:.1f} | {p['sync']:.2f} | "
           f"{s['step_s']:.1f} | {s['sync_share']:.1%} | {s['loop_generate_tokens_per_s']:.0f} | {alone:.0f} | "
           f"{result['loop_vs_standalone']:.2f} | {s['train_tokens_per_s']:.0f} | {result['peak_pss_gib']:.2f} |")
+    for i, (loop, solo) in enumerate(zip(s["loop_steps"], standalone["steps"]), start=1):
+        print(f"step {i}: loop {loop['tokens']} tokens in {loop['seconds']:.1f} s, standalone {solo['tokens']} tokens in {solo['seconds']:.1f} s")
     parts = s["sync_parts_s"]
     print(f"\nsync {p['sync']:.2f} s: gather {parts['gather']:.2f} s, slowest engine reload {parts['engine_load']:.2f} s, "
           f"transport {p['sync'] - parts['gather'] - parts['engine_load']:.2f} s")

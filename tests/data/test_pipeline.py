@@ -11,11 +11,42 @@ import pytest
 from creason.config import load_config
 from creason.contracts import Question
 from creason.data.export import write_synthetic_registry
-from creason.data.pipeline import build_question_set
+from creason.data.pipeline import build_question_set, run_tasks
 from creason.data.questions import QuestionPlan
 from creason.data.registry import RegistryError
 
 pytestmark = pytest.mark.ray
+
+
+def _record_task(batch: dict, log_dir: str) -> dict:
+    """Test helper run as a Ray Data task: sleeps per item and records when the task ran."""
+    import time
+
+    start = time.time()
+    time.sleep(0.4 * len(batch["i"]))
+    items = batch["i"].tolist()
+    (Path(log_dir) / f"task-{items[0]}.json").write_text(json.dumps({"items": items, "start": start, "end": time.time()}))
+    return {"i": batch["i"]}
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = best = 0
+    for _, step in edges:
+        running += step
+        best = max(best, running)
+    return best
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_run_tasks_caps_the_whole_phase_at_its_concurrency(ray_local, tmp_path, concurrency):
+    """Each item once, in at most `concurrency` tasks at a time (and really 2 at once when allowed)."""
+    out = run_tasks([{"i": i} for i in range(12)], _record_task, concurrency, log_dir=str(tmp_path)).to_pandas()
+    assert sorted(out["i"]) == list(range(12))
+    tasks = [json.loads(p.read_text()) for p in tmp_path.glob("task-*.json")]
+    assert sorted(i for t in tasks for i in t["items"]) == list(range(12))
+    assert len(tasks) <= 4 * concurrency
+    assert _max_overlap([(t["start"], t["end"]) for t in tasks]) == concurrency
 
 
 def _read(out: Path, split: str):
@@ -99,3 +130,19 @@ def test_bad_user_file_fails_naming_row_and_column_and_writes_nothing(ray_local,
     rejected = [json.loads(line) for line in (tmp_path / "run" / "questions" / "rejected_rows.jsonl").read_text().splitlines()]
     assert [(r["row"], r["column"]) for r in rejected] == [(5, "lactate")]
     assert manifest["statistics_sample"]["rows"] == 299
+
+
+def test_a_registry_whose_every_row_is_rejected_fails_clearly(ray_local, tmp_path):
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.num_patients=50", "data.block_size=100"])
+    csv_path = write_synthetic_registry(cfg, tmp_path / "registry.csv")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    for row in rows[1:]:
+        row[rows[0].index("lactate")] = "high"
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    cfg = load_config("quickstart", [f"output_dir={tmp_path / 'run'}", "data.source=files", f"data.paths=[{csv_path}]",
+                                     "data.on_bad_row=reject"])
+    with pytest.raises(ValueError, match=r"no registry rows to build questions from \(50 rows rejected\)"):
+        build_question_set(cfg)
+    assert not (tmp_path / "run" / "questions").exists()
