@@ -99,6 +99,10 @@ class RayConfig(_Section):
         "cluster inside `ray job submit` (RAY_ADDRESS), else a new local cluster."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster (default: all).")
+    include_dashboard: bool = Field(
+        True, description="Start Ray's dashboard with a locally started cluster. Its processes poll all the time: on "
+        "2 cores, off made 2 question-building workers 1.66x one instead of 1.48x (docs/benchmarks.md)."
+    )
     data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
 
 

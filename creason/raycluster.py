@@ -17,5 +17,7 @@ def connect(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs = {"num_cpus": cfg.num_cpus} if address == "local" and cfg.num_cpus else {}
+    kwargs = {}
+    if address == "local":  # options of a cluster that this call starts
+        kwargs = {"include_dashboard": cfg.include_dashboard, **({"num_cpus": cfg.num_cpus} if cfg.num_cpus else {})}
     ray.init(address=address, logging_level=logging.WARNING, **kwargs)

@@ -78,7 +78,7 @@ def run_tasks(items: list[dict], fn, concurrency: int, **fn_kwargs) -> ray.data.
     tasks = max(1, min(len(items), _TASKS_PER_WORKER * concurrency))
     ds = ray.data.from_items(items, override_num_blocks=tasks)
     return ds.map_batches(one_arrow_thread(fn), batch_size=None, num_cpus=1,
-                          compute=ray.data.TaskPoolStrategy(size=concurrency), fn_kwargs=fn_kwargs)
+                          compute=ray.data.TaskPoolStrategy(size=min(concurrency, tasks)), fn_kwargs=fn_kwargs)
 
 
 def _paths(batch: dict) -> list[str]:

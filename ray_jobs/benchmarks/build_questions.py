@@ -21,12 +21,13 @@ from pathlib import Path
 from common import machine_line, run_monitored
 
 
-def run_build(patients: int, profile: str, concurrency: int, block_size: int) -> dict:
+def run_build(patients: int, profile: str, concurrency: int, block_size: int, overrides: tuple[str, ...] = ()) -> dict:
     """One build in a subprocess; returns the manifest's timings plus wall time and peak memory."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "creason.cli", "build-questions", "--set", f"output_dir={out}",
                "--set", f"data.num_patients={patients}", "--set", f"data.profile={profile}",
-               "--set", f"data.block_size={block_size}", "--set", f"ray.data_concurrency={concurrency}"]
+               "--set", f"data.block_size={block_size}", "--set", f"ray.data_concurrency={concurrency}",
+               *sum((["--set", o] for o in overrides), [])]
         rc, wall, peak = run_monitored(cmd)
         if rc != 0:
             raise RuntimeError(f"build failed ({rc}): {' '.join(cmd)}")
@@ -63,20 +64,22 @@ def main() -> None:
     parser.add_argument("--scaling-patients", type=int, default=1_000_000,
                         help="size of the scaling runs: large enough that per-task overhead does not dominate")
     parser.add_argument("--million", action="store_true", help="also build from 1,000,000 patients")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override for every build, e.g. ray.include_dashboard=false")
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
     args = parser.parse_args()
 
     rows = []
     for profile in ("compact", "full"):
-        rows.append(run_build(args.patients, profile, 2, args.block_size))
+        rows.append(run_build(args.patients, profile, 2, args.block_size, args.overrides))
     scaling = {1: [], 2: []}
     for _ in range(args.repeats):  # interleaved, so background load hits both alike
         for workers in (1, 2):
-            r = run_build(args.scaling_patients, "compact", workers, 25_000)
+            r = run_build(args.scaling_patients, "compact", workers, 25_000, args.overrides)
             scaling[workers].append(r)
             rows.append(r)
     if args.million:
-        rows.append(run_build(1_000_000, "compact", 2, 25_000))
+        rows.append(run_build(1_000_000, "compact", 2, 25_000, args.overrides))
 
     best = {w: min(r["seconds"]["questions"] for r in runs) for w, runs in scaling.items()}
     best_ingest = {w: min(r["seconds"]["ingest"] for r in runs) for w, runs in scaling.items()}
@@ -85,7 +88,7 @@ def main() -> None:
     print(f"1 -> 2 workers: question phase {best[1] / best[2]:.2f}x, ingest (generation) phase "
           f"{best_ingest[1] / best_ingest[2]:.2f}x (best of {args.repeats} each)")
     if args.out:
-        args.out.write_text(json.dumps({"machine": machine, "runs": rows, "scaling_question_phase": best[1] / best[2],
+        args.out.write_text(json.dumps({"machine": machine, "overrides": args.overrides, "runs": rows, "scaling_question_phase": best[1] / best[2],
                                         "scaling_ingest_phase": best_ingest[1] / best_ingest[2]}, indent=2))
 
 

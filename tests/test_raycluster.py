@@ -1,0 +1,29 @@
+"""Connecting to Ray: options of a cluster that creason starts itself."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+_SCRIPT = """
+import psutil
+from creason.config import RayConfig
+from creason.raycluster import connect
+connect(RayConfig(num_cpus=1, include_dashboard={flag}))
+import ray
+names = [p.name() for p in psutil.Process().children(recursive=True)]
+print("CPUS", ray.cluster_resources()["CPU"])
+print("DASHBOARD", any(n.startswith("ray-dashboard-") for n in names))  # its modules (NodeHead, JobHead, ...)
+print("RAYLET", "raylet" in names)
+"""
+
+
+def test_a_local_cluster_without_dashboard_starts_none():
+    out = subprocess.run([sys.executable, "-c", _SCRIPT.format(flag=False)], capture_output=True, text=True,
+                         timeout=180, env={**__import__("os").environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CPUS 1.0" in out.stdout
+    assert "RAYLET True" in out.stdout  # the processes were looked for where they live
+    assert "DASHBOARD False" in out.stdout
