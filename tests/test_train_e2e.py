@@ -52,6 +52,7 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
         assert torch.isfinite(torch.tensor(r["loss"]))
         for phase in ("generate", "score", "reference", "train", "sync"):
             assert r[f"time_{phase}_s"] >= 0
+        assert r["generate_tokens"] == round(r["completion_length"] * r["completions"])  # every sampled token counted
     policy = latest_checkpoint(result.checkpoint.path) / "policy"
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     after = load_file(str(policy / "model.safetensors"))

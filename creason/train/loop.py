@@ -57,6 +57,12 @@ def _mean_across_ranks(metrics: dict) -> dict:
     return {k: v / dist.get_world_size() for k, v in zip(keys, values.tolist())}
 
 
+def rollout_sampling(cfg: CreasonConfig) -> SamplingSpec:
+    """How a training step samples its groups (before `step_sampling` seeds it for the step)."""
+    r = cfg.rollout
+    return SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens)
+
+
 class GrpoTrainer:
     """State of one worker: the policy engine, the optional reference, data and actors."""
 
@@ -88,8 +94,7 @@ class GrpoTrainer:
         self.share_prompts = t.share_prompt_forward and t.zero_stage < 3  # ZeRO-3: model calls must match across ranks
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
         self.log = MetricsLog(Path(cfg.output_dir) / "train", cfg.train.steps) if self.rank == 0 else None
-        self.spec = SamplingSpec(n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                 max_tokens=cfg.rollout.max_new_tokens)
+        self.spec = rollout_sampling(cfg)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class GrpoTrainer:
         scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
+        scored.metrics["generate_tokens"] = gen["tokens"]
         scored.metrics["actor_restarts"] = gen["actor_restarts"]
         scored.metrics["completions"] = sum(len(group) for group in completions)
         scored.metrics["data_position"] = self.stream.position(step + 1)

@@ -18,16 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import machine_line, run_monitored
+from common import machine_line, run_monitored, set_args
 
 
 def run_build(patients: int, profile: str, concurrency: int, block_size: int, overrides: tuple[str, ...] = ()) -> dict:
     """One build in a subprocess; returns the manifest's timings plus wall time and peak memory."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "creason.cli", "build-questions", "--set", f"output_dir={out}",
-               "--set", f"data.num_patients={patients}", "--set", f"data.profile={profile}",
-               "--set", f"data.block_size={block_size}", "--set", f"ray.data_concurrency={concurrency}",
-               *sum((["--set", o] for o in overrides), [])]
+        cmd = [sys.executable, "-m", "creason.cli", "build-questions", *set_args([
+            f"output_dir={out}", f"data.num_patients={patients}", f"data.profile={profile}", f"data.block_size={block_size}",
+            f"ray.data_concurrency={concurrency}", *overrides])]
         rc, wall, peak = run_monitored(cmd)
         if rc != 0:
             raise RuntimeError(f"build failed ({rc}): {' '.join(cmd)}")

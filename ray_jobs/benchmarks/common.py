@@ -26,6 +26,11 @@ def tree_pss(root: psutil.Process) -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
+def set_args(overrides: list[str]) -> list[str]:
+    """Config overrides as `creason` command-line arguments: ["a=1", "b=2"] -> ["--set", "a=1", "--set", "b=2"]."""
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
 def gib_by_process(pss_by_name: dict[str, int]) -> dict[str, float]:
     """`at_peak` of `run_monitored` in GiB, largest first, for a results file."""
     return {k: round(v / 2**30, 2) for k, v in sorted(pss_by_name.items(), key=lambda kv: -kv[1])}

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored
+from common import gib_by_process, machine_line, run_monitored, set_args
 
 PHASES = ("generate", "score", "reference", "train", "sync")
 
@@ -35,17 +35,17 @@ def standalone_generation(cfg, questions_dir: str, steps: int) -> dict:
     import ray
 
     from creason.rollout.actor import generate_on_actors, wait_ready
-    from creason.rollout.types import SamplingSpec, step_sampling
+    from creason.rollout.types import step_sampling
     from creason.train.data import PromptStream, load_questions
+    from creason.train.loop import rollout_sampling
     from creason.train.run import resolve_model_path, start_rollout_actors
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        r = cfg.rollout
         actors = start_rollout_actors(cfg, resolve_model_path(cfg))
         wait_ready(actors)
         stream = PromptStream(load_questions(questions_dir, "train", cfg.train.question_kinds), cfg.train.prompts_per_step, cfg.seed)
-        spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens)
+        spec = rollout_sampling(cfg)
         generate_on_actors(actors, [q.messages for q in stream.batch(0)], step_sampling(spec, cfg.seed, 0), version=0)  # warm-up
         per_step = []
         for step in range(1, steps):
@@ -63,10 +63,9 @@ def summarize(records: list[dict]) -> dict:
     step_s = sum(phase.values())
     sync_parts = {p: statistics.mean(r.get(f"time_sync_{p}_s", 0.0) for r in steady) for p in ("gather", "engine_load")}
     return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s, "sync_parts_s": sync_parts,
-            "loop_generate_tokens_per_s": sum(r["generate_tokens_per_s"] * r["time_generate_s"] for r in steady)
+            "loop_generate_tokens_per_s": sum(r["generate_tokens"] for r in steady)
             / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
-            "loop_steps": [{"tokens": round(r["generate_tokens_per_s"] * r["time_generate_s"]), "seconds": r["time_generate_s"]}
-                           for r in steady],
+            "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["time_generate_s"]} for r in steady],
             "train_tokens_per_s": statistics.mean(r["tokens"] / max(r["time_train_s"], 1e-9) for r in steady),  # per worker (ranks averaged)
             "reward_mean": [r["reward_mean"] for r in records]}
 
@@ -96,7 +95,7 @@ def main() -> None:
         ray.shutdown()
         standalone = standalone_generation(cfg, str(Path(out) / "questions"), args.steps)
         alone = standalone["tokens_per_s"]
-        cmd = [sys.executable, "-m", "creason.cli", "train", "--config", args.config, *sum((["--set", o] for o in overrides), [])]
+        cmd = [sys.executable, "-m", "creason.cli", "train", "--config", args.config, *set_args(overrides)]
         at_peak: dict[str, int] = {}
         rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
         if rc != 0:

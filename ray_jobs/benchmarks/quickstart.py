@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored
+from common import gib_by_process, machine_line, run_monitored, set_args
 
 
 def main() -> int:
@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("--log", required=True, help="the quickstart's own output")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
     args = parser.parse_args()
-    cmd = [sys.executable, "-m", "creason.cli", "quickstart", "--fresh", *[a for s in args.overrides for a in ("--set", s)]]
+    cmd = [sys.executable, "-m", "creason.cli", "quickstart", "--fresh", *set_args(args.overrides)]
     machine = machine_line()
     at_peak: dict[str, int] = {}
     rc, wall, peak = run_monitored(cmd, args.log, every_s=2.0, at_peak=at_peak)  # sampling ~40 processes costs CPU
