@@ -33,6 +33,7 @@ from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.weight_sync import make_weight_sync
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
+from creason.train.collectives import mean_across_ranks
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
 from creason.train.engine import build_deepspeed_engine, full_state_dict, named_weights_for_vllm
 from creason.train.metrics import MetricsLog, say
@@ -46,15 +47,6 @@ def _broadcast(obj, rank: int):
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _mean_across_ranks(metrics: dict) -> dict:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return metrics
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(values)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, values.tolist())}
 
 
 def rollout_sampling(cfg: CreasonConfig) -> SamplingSpec:
@@ -155,7 +147,7 @@ class GrpoTrainer:
                               kl_estimator=a.kl_estimator, temperature=1.0, share_prompts=self.share_prompts)
         timings["train"] = time.perf_counter() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
-        return {**_mean_across_ranks(metrics), "skipped_update": 0.0}
+        return {**mean_across_ranks(metrics, self.engine.device), "skipped_update": 0.0}
 
     def push_weights(self, version: int, timings: dict | None = None) -> None:
         """All ranks take part in gathering (ZeRO-3); rank 0 sends."""
