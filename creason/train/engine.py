@@ -189,6 +189,37 @@ def _gathered_copy(param: Tensor) -> Tensor:
         return param.detach().cpu().clone()
 
 
+@torch.no_grad()
+def mix_policy_into_reference(reference: torch.nn.Module, engine, alpha: float) -> None:
+    """reference <- alpha * policy + (1 - alpha) * reference (`creason.algo.mix_reference`), one
+    tensor at a time, on the reference's device.
+
+    ZeRO-3 partitions the policy's parameters (0 elements on each rank): each is gathered whole in
+    turn (a collective: call this on every rank), so at most one full parameter is gathered at a
+    time. Tied tensors (embeddings and lm_head) are mixed once.
+    """
+    from creason.algo import mix_reference
+
+    policy = engine.module.state_dict(keep_vars=True)
+    ref_state = reference.state_dict(keep_vars=True)
+    if policy.keys() != ref_state.keys():
+        raise KeyError(f"reference and policy state dicts differ in keys: {sorted(set(policy) ^ set(ref_state))[:5]}")
+    gather = zero_stage_of(engine) == 3
+    mixed: set[int] = set()
+    for name, tensor in policy.items():
+        ref = ref_state[name]
+        if id(ref) in mixed:
+            continue
+        mixed.add(id(ref))
+        if gather and hasattr(tensor, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
+                mix_reference({name: ref}, {name: tensor.detach()}, alpha, inplace=True)
+        else:
+            mix_reference({name: ref}, {name: tensor.detach()}, alpha, inplace=True)
+
+
 def named_weights_for_vllm(state_dict: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
     """(name, tensor) pairs for vLLM's `reload_weights(weights_iterator=...)`, in Hugging Face names.
 

@@ -25,7 +25,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from creason.algo import mix_reference, should_refresh_reference
+from creason.algo import should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig
 from creason.rollout.actor import generate_on_actors
@@ -35,7 +35,8 @@ from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
-from creason.train.engine import build_deepspeed_engine, full_state_dict, named_weights_for_vllm
+from creason.train.engine import (build_deepspeed_engine, full_state_dict, mix_policy_into_reference,
+                                  named_weights_for_vllm)
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import load_rewards, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
@@ -163,7 +164,7 @@ class GrpoTrainer:
     def refresh_reference(self, step: int) -> None:
         a = self.cfg.algorithm
         if self.ref is not None and should_refresh_reference(step, a.ref_refresh_every):
-            mix_reference(self.ref.state_dict(), self.engine.module.state_dict(), a.ref_refresh_alpha, inplace=True)
+            mix_policy_into_reference(self.ref, self.engine, a.ref_refresh_alpha)  # gathers under ZeRO-3
 
     def evaluate(self, step: int, timings: dict) -> dict:
         """Greedy accuracy on the first `eval_questions` validation questions, every `eval_every`

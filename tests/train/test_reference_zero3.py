@@ -1,0 +1,60 @@
+"""ZeRO-3 training with a reference refresh on 2 CPU workers (gloo): the policy's parameters are
+partitioned (0 elements on each rank), so the refresh must gather them before mixing."""
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from creason.train.engine import free_port
+
+ALPHA = 0.9
+
+
+def tiny_llama():
+    """A 2-layer Llama built here (no tokenizer, no files): ~60k parameters, tied embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=64,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)  # the same weights on every rank
+    return LlamaForCausalLM(config)
+
+
+def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
+    from creason.algo import mix_reference
+    from creason.train.engine import build_deepspeed_engine, full_state_dict, mix_policy_into_reference
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = tiny_llama()
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    engine, _ = build_deepspeed_engine(model, lr=1e-2, total_steps=4, zero_stage=3, micro_batch_size=2,
+                                       world_size=world)
+    assert engine.module.model.norm.weight.numel() == 0  # partitioned away
+
+    tokens = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(rank))
+    engine.backward(engine(input_ids=tokens, labels=tokens).loss)
+    engine.step()
+    policy = full_state_dict(engine)
+    assert any(not torch.equal(policy[k], before[k]) for k in before)  # the step changed the policy
+
+    with pytest.raises(ValueError, match="shape"):  # what the loop did before: mix the partitioned state
+        mix_reference(copy.deepcopy(reference).state_dict(), engine.module.state_dict(), ALPHA)
+    mix_policy_into_reference(reference, engine, ALPHA)
+    after = reference.state_dict()
+    for k in before:
+        torch.testing.assert_close(after[k], before[k].lerp(policy[k], ALPHA), msg=k)  # tied ones mixed once
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_reference_refresh_under_zero3_on_two_workers():
+    mp.spawn(_refresh_after_a_zero3_step, args=(2, free_port()), nprocs=2, join=True)
