@@ -77,3 +77,23 @@ def test_configuration_doc_is_up_to_date():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == render(), "regenerate with: python -m creason.configdoc > docs/configuration.md"
+
+
+def test_paper_gives_every_stage_gpus():
+    """`--config paper` runs on GPUs: every stage's GPU field (each field named `gpus_per_*`, so a
+    stage added later is checked too) asks for GPUs, and the engines run in bf16."""
+    from pydantic import BaseModel
+
+    def gpu_fields(model, prefix=""):
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                yield from gpu_fields(value, f"{prefix}{name}.")
+            elif name.startswith("gpus_per"):
+                yield f"{prefix}{name}", value
+
+    cfg = load_config("paper")
+    fields = dict(gpu_fields(cfg))
+    assert {"rollout.gpus_per_actor", "train.gpus_per_worker", "evaluate.gpus_per_actor", "serve.gpus_per_replica"} <= set(fields)
+    assert [name for name, gpus in fields.items() if not gpus > 0] == []
+    assert cfg.model.precision == "bf16" and cfg.serve.dtype == "bfloat16" and cfg.evaluate.precision in ("auto", "bf16")
