@@ -154,6 +154,10 @@ class RolloutConfig(_Section):
         "reloads in place) or `broadcast` (a process group of the trainer's rank 0 and the actors: NCCL on GPUs, "
         "gloo on CPUs; no object-store copy)."
     )
+    enforce_eager: bool | None = Field(
+        None, description="vLLM without CUDA graphs or torch.compile (start-up in seconds); None: on for CPU "
+        "engines, off on GPUs (graphs captured at start-up, a minute or so, decode faster)."
+    )
 
 
 class AlgorithmConfig(_Section):
@@ -252,6 +256,10 @@ class EvalConfig(_Section):
     num_actors: int = Field(1, ge=1, description="vLLM actors the questions are sharded over (one engine each).")
     cpus_per_actor: float = Field(1.0, gt=0, description="Logical CPUs each actor reserves (also its torch threads).")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves (0 on CPU machines).")
+    enforce_eager: bool | None = Field(
+        None, description="vLLM without CUDA graphs or torch.compile (start-up in seconds); None: on for CPU "
+        "engines, off on GPUs (graphs captured at start-up, a minute or so, decode faster)."
+    )
     batch_size: int = Field(16, ge=1, description="Questions per request to an actor; progress is printed per batch.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples behind each confidence interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the percentile bootstrap intervals.")
@@ -308,6 +316,10 @@ class ServeConfig(_Section):
     )
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical CPUs each replica reserves (its engine runs in them).")
     gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each replica reserves (0 on CPU machines).")
+    enforce_eager: bool | None = Field(
+        None, description="vLLM without CUDA graphs or torch.compile (start-up in seconds); None: on for CPU "
+        "engines, off on GPUs (graphs captured at start-up, a minute or so, decode faster)."
+    )
     cpu_inline_worker: bool = Field(
         True, description="CPU replicas: run vLLM's model worker inside its engine-core process (one process fewer, "
         "~15-40 s faster start on 2 cores); vLLM then pins no threads and uses the replica's OMP_NUM_THREADS."

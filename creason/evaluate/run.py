@@ -81,7 +81,7 @@ def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer
                          f"cluster's {cpus:g} CPUs: the actors would never start")
     engine_kwargs = {"dtype": ENGINE_DTYPES[e.precision],
                      "max_model_len": e.max_model_len, "kv_cache_memory_bytes": int(e.kv_cache_gib * 2**30),
-                     "seed": e.seed}
+                     "seed": e.seed, "enforce_eager": e.enforce_eager}
     return ActorAnswerer(e.num_actors, engine_kwargs, e.max_new_tokens, e.batch_size, e.cpus_per_actor,
                          e.gpus_per_actor, log)
 

@@ -34,6 +34,17 @@ def resolve_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() or cpu_has_amx() else "float32"
 
 
+def resolve_enforce_eager(enforce_eager: bool | None) -> bool:
+    """`enforce_eager`, with None made concrete for the hardware of this process: on for CPUs (no
+    graph capture or torch.compile: the engine starts in seconds), off on a GPU, where vLLM captures
+    CUDA graphs at start-up (a minute or so) and decodes faster with them."""
+    if enforce_eager is not None:
+        return enforce_eager
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def cpu_has_amx(cpuinfo: str | None = None) -> bool:
     """Whether the CPU (`/proc/cpuinfo`, or the text given) has AMX bfloat16 matrix units."""
     if cpuinfo is None:
@@ -61,7 +72,8 @@ class VllmEngine:
         kv_cache_memory_bytes: KV cache size. Set explicitly: the fraction-of-memory default
             reserves several GiB of host RAM per engine on the CPU backend.
         seed: the engine's sampling seed (per-request seeds fail on the CPU backend).
-        enforce_eager: no graph capture / torch.compile (start-up in seconds, not minutes).
+        enforce_eager: no graph capture / torch.compile (start-up in seconds, not minutes);
+            None: `resolve_enforce_eager` (on for CPUs, off on GPUs).
         gpu_memory_utilization: only read when `kv_cache_memory_bytes` is None (GPU builds).
         num_threads: torch threads for this engine. vLLM otherwise drops the process to 1 thread
             unless OMP_NUM_THREADS is set.
@@ -75,7 +87,7 @@ class VllmEngine:
         max_model_len: int = 1024,
         kv_cache_memory_bytes: int | None = DEFAULT_KV_CACHE_BYTES,
         seed: int = 0,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         gpu_memory_utilization: float = 0.5,
         num_threads: int | None = None,
         **llm_kwargs: Any,
@@ -88,7 +100,7 @@ class VllmEngine:
                 kv_cache_memory_bytes=kv_cache_memory_bytes,
                 gpu_memory_utilization=gpu_memory_utilization,
                 seed=seed,
-                enforce_eager=enforce_eager,
+                enforce_eager=resolve_enforce_eager(enforce_eager),
                 logprobs_mode="raw_logprobs",  # model log-probs at temperature 1: see `Completion`
                 **llm_kwargs,
             )

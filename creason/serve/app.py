@@ -258,7 +258,8 @@ class CreasonServer:
         if self._key is None:
             logger.warning("no API key configured: /v1 is open to anyone who can reach the port")
         self.engine = ServeEngine(settings.model_path, self.cfg.dtype, self.cfg.max_model_len, int(self.cfg.kv_cache_gib * 1024**3),
-                                  inline_worker=self.cfg.cpu_inline_worker and self.cfg.gpus_per_replica == 0)
+                                  inline_worker=self.cfg.cpu_inline_worker and self.cfg.gpus_per_replica == 0,
+                                  enforce_eager=self.cfg.enforce_eager)
         await self.engine.warm_up()  # readiness: the engine has answered a request
         self.created = int(time.time())
         self._stopping = False

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from creason.rollout.engine import encode_chat
+from creason.rollout.engine import encode_chat, resolve_enforce_eager
 
 FORCE_SUFFIX = "\n\nFinal answer: \\boxed{"  # what the forced one-letter follow-up continues from
 
@@ -49,10 +49,12 @@ class ServeEngine:
             which costs 15-40 s of start-up on 2 cores; it allows `uni` only with
             VLLM_ENABLE_V1_MULTIPROCESSING=0, which `AsyncLLM` ignores (its engine core is a
             child process either way). Set in this process: a replica owns its process.
+        enforce_eager: no CUDA graphs / torch.compile; None: on for CPUs, off on GPUs
+            (`resolve_enforce_eager`).
     """
 
     def __init__(self, model_path: str, dtype: str = "float32", max_model_len: int = 2048, kv_cache_bytes: int = 256 * 1024**2,
-                 inline_worker: bool = False):
+                 inline_worker: bool = False, enforce_eager: bool | None = None):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -60,7 +62,8 @@ class ServeEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.model_path, self.max_model_len = str(model_path), max_model_len
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
-            model=self.model_path, dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
+            model=self.model_path, dtype=dtype, max_model_len=max_model_len,
+            enforce_eager=resolve_enforce_eager(enforce_eager),
             kv_cache_memory_bytes=kv_cache_bytes, disable_log_stats=True,
             distributed_executor_backend="uni" if inline_worker else None,
         ))

@@ -33,7 +33,8 @@ def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
         r.num_actors, model_path, backend=r.backend, num_cpus_per_actor=r.cpus_per_actor, num_gpus_per_actor=r.gpus_per_actor,
         resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
         engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
-                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed},
+                       "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed,
+                       "enforce_eager": r.enforce_eager},
     )
 
 
