@@ -169,8 +169,28 @@ class AlgorithmConfig(_Section):
     eps_low: float = Field(0.2, ge=0, description="Lower ratio clip: ratio >= 1 - eps_low.")
     eps_high: float = Field(0.2, ge=0, description="Upper ratio clip: ratio <= 1 + eps_high (0.28 is DAPO's clip-higher).")
     mu: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts.")
-    loss_aggregation: Literal["token_mean", "seq_mean_token_mean"] = Field(
-        "token_mean", description="Average the loss over all tokens (default) or per sequence then over sequences."
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = Field(
+        "token-mean", description="How per-token losses become one, over the global batch of all workers (verl's "
+        "`agg_loss` modes): `token-mean` over all tokens (DAPO; TRL `dapo`), `seq-mean-token-mean` per sequence then "
+        "over sequences (original GRPO; TRL `grpo`), `seq-mean-token-sum` token sums averaged over sequences, "
+        "`seq-mean-token-sum-norm` token sums / `loss_norm_tokens` averaged over sequences (Dr. GRPO; TRL "
+        "`dr_grpo`). The old names `token_mean` and `seq_mean_token_mean` are read as the new ones."
+    )
+    loss_norm_tokens: int | None = Field(
+        None, ge=1, description="Dr. GRPO's constant normaliser for `seq-mean-token-sum-norm` (the maximum completion "
+        "length); None: `rollout.max_new_tokens`."
+    )
+    clip_ratio_c: float | None = Field(
+        None, gt=1, description="Dual-clip PPO bound for negative advantages: a token's loss is at most "
+        "`clip_ratio_c * |A|` (Ye et al. 2020; verl uses 3.0); None: off."
+    )
+    tis_cap: float | None = Field(
+        None, gt=0, description="Truncated importance sampling against the sampler's log-probs: each token's policy "
+        "gradient is weighted by min(pi_trainer / pi_vllm, tis_cap) (Yao et al. 2025; typical: 2); None: off."
+    )
+    advantage_eps: float = Field(
+        1e-6, gt=0, description="Added to the reward std that divides advantages (verl: 1e-6; TRL: 1e-4); > 0 keeps a "
+        "group whose rewards are all equal at advantage 0."
     )
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model; 0 skips the reference model.")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (k3: Schulman's unbiased, positive).")
@@ -185,6 +205,15 @@ class AlgorithmConfig(_Section):
         default_factory=lambda: [RewardTerm(path="creason.rewards:boxed_letter_reward")],
         description="Weighted reward functions; the study's: 1 when the first \\boxed{} letter is right.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_aggregations(cls, data: Any) -> Any:
+        """The loss aggregations' names before verl's (`token_mean`, `seq_mean_token_mean`) still load."""
+        old = {"token_mean": "token-mean", "seq_mean_token_mean": "seq-mean-token-mean"}
+        if isinstance(data, dict) and data.get("loss_aggregation") in old:
+            data = {**data, "loss_aggregation": old[data["loss_aggregation"]]}
+        return data
 
 
 class TrainConfig(_Section):

@@ -4,16 +4,26 @@ from creason.algo.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     dynamic_sampling_mask,
+    finite_rewards,
     zero_variance_groups,
 )
 from creason.algo.kl import KL_ESTIMATORS, kl_estimate, mix_reference, should_refresh_reference
 from creason.algo.logprobs import entropy_from_logits, token_logprobs
-from creason.algo.losses import AGGREGATIONS, TRUNCATION_MODES, aggregate, apply_truncation, clipped_policy_loss
+from creason.algo.losses import (
+    AGGREGATIONS,
+    TRUNCATION_MODES,
+    LossUnits,
+    aggregate,
+    apply_truncation,
+    clipped_policy_loss,
+    truncated_is_weights,
+)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
+    "LossUnits",
     "TRUNCATION_MODES",
     "aggregate",
     "apply_truncation",
@@ -21,9 +31,11 @@ __all__ = [
     "compute_advantages",
     "dynamic_sampling_mask",
     "entropy_from_logits",
+    "finite_rewards",
     "kl_estimate",
     "mix_reference",
     "should_refresh_reference",
     "token_logprobs",
+    "truncated_is_weights",
     "zero_variance_groups",
 ]

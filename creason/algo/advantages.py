@@ -7,8 +7,13 @@ shaped (B,) with a group index (B,) that names each sample's prompt (groups may 
 Estimators are registered by name in `ADVANTAGE_ESTIMATORS`; each takes flat rewards (B,), a dense
 group index (B,) with values in [0, num_groups) and `eps`, and returns advantages (B,).
 
-Standard deviations are *unbiased* (Bessel's correction, divide by n - 1), like `torch.std` and
-TRL's GRPOTrainer. A group of one sample has std 0 (and advantage 0), not NaN.
+Standard deviations are *unbiased* (Bessel's correction, divide by n - 1), like `torch.std`, verl
+and TRL's GRPOTrainer. A group of one sample has std 0 (and advantage 0), not NaN (verl gives such
+a sample its raw reward: mean 0, std 1). `eps` (`algorithm.advantage_eps`) keeps a group whose
+rewards are all equal at advantage 0: verl's GRPO uses 1e-6 (our default), TRL 1e-4.
+
+Rewards must be finite: `finite_rewards` scores NaN and +-inf as 0 first (one bad reward would
+otherwise make its whole group NaN).
 """
 
 from __future__ import annotations
@@ -70,7 +75,11 @@ def group_mean_std(rewards: Tensor, group_index: Tensor, num_groups: int) -> tup
 
 @register_advantage("grpo")
 def grpo_advantage(rewards: Tensor, group_index: Tensor, eps: float) -> Tensor:
-    """(r - group mean) / (group std + eps), Shao et al. 2024 (DeepSeekMath). (B,) -> (B,)."""
+    """(r - group mean) / (group std + eps), Shao et al. 2024 (DeepSeekMath). (B,) -> (B,).
+
+    verl's `compute_grpo_outcome_advantage` with eps 1e-6 (groups of 2+ samples); TRL's
+    `scale_rewards="group"` with eps 1e-4.
+    """
     mean, std = group_mean_std(rewards, group_index, int(group_index.max()) + 1)
     return (rewards - mean[group_index]) / (std[group_index] + eps)
 
@@ -84,13 +93,26 @@ def dr_grpo_advantage(rewards: Tensor, group_index: Tensor, eps: float) -> Tenso
 
 @register_advantage("grpo_batch_std")
 def grpo_batch_std_advantage(rewards: Tensor, group_index: Tensor, eps: float) -> Tensor:
-    """(r - group mean) / (unbiased std of the whole batch + eps), as TRL's scale_rewards="batch".
+    """(r - group mean) / (unbiased std of all the batch's rewards + eps). (B,) -> (B,).
 
-    (B,) -> (B,). A batch of one sample has std 0.
+    TRL's `scale_rewards="batch"` (GRPOTrainer with `multi_objective_aggregation="sum_then_normalize"`)
+    exactly when eps = 1e-4, TRL's fixed constant: its batch is every completion of the step gathered
+    from all processes, as ours (rank 0 scores the whole step). With another eps the two differ by
+    the eps only. A batch of one sample has std 0.
     """
     mean, _ = group_mean_std(rewards, group_index, int(group_index.max()) + 1)
     batch_std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
     return (rewards - mean[group_index]) / (batch_std + eps)
+
+
+def finite_rewards(rewards: Tensor) -> tuple[Tensor, Tensor]:
+    """Rewards with NaN and +-inf scored 0 (float32, same shape), and the bool mask of those replaced.
+
+    >>> finite_rewards(torch.tensor([1.0, float("nan"), -float("inf")]))
+    (tensor([1., 0., 0.]), tensor([False,  True,  True]))
+    """
+    bad = ~torch.isfinite(rewards)
+    return torch.where(bad, 0.0, rewards.float()), bad
 
 
 def compute_advantages(
@@ -98,7 +120,8 @@ def compute_advantages(
 ) -> Tensor:
     """Advantages with the estimator `name`, shaped like `rewards` (float32).
 
-    rewards: (num_prompts, G), or (B,) with group_index (B,).
+    rewards: (num_prompts, G), or (B,) with group_index (B,); finite (see `finite_rewards`).
+    eps: added to the std (`algorithm.advantage_eps`).
 
     >>> compute_advantages(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))  # std of [1, 0] is 0.7071
     tensor([[ 0.7071, -0.7071],

@@ -6,6 +6,9 @@ policy, and log_ratio = ref_logp - logp per token, each is a per-token estimate 
 - k1 = -log_ratio                      unbiased, high variance, can be negative
 - k2 = log_ratio ** 2 / 2               biased, low variance, >= 0
 - k3 = exp(log_ratio) - log_ratio - 1   unbiased, low variance, >= 0 (GRPO's choice)
+
+k3 is clamped as verl's `kl_penalty("low_var_kl")` clamps it: the log-ratio to [-20, 20] before
+exp (exp(20) = 4.9e8, no overflow), the estimate to [-10, 10] (its gradient is 0 beyond).
 """
 
 from __future__ import annotations
@@ -45,15 +48,19 @@ def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return 0.5 * (logp - ref_logp) ** 2
 
 
+K3_LOG_RATIO_CLAMP = 20.0  # verl's bound on ref - logp before exp
+K3_CLAMP = 10.0  # verl's bound on the estimate
+
+
 @register_kl("k3")
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """exp(ref - logp) - (ref - logp) - 1 per token. (B, T), (B, T) -> (B, T).
+    """exp(ref - logp) - (ref - logp) - 1 per token, clamped as verl's. (B, T), (B, T) -> (B, T).
 
-    >>> kl_k3(torch.tensor([0.0]), torch.tensor([0.0]))
-    tensor([0.])
+    >>> kl_k3(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 30.0]))  # exp(20) - 20 - 1 -> 10
+    tensor([ 0., 10.])
     """
-    log_ratio = ref_logp - logp
-    return torch.exp(log_ratio) - log_ratio - 1
+    log_ratio = (ref_logp - logp).clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+    return (torch.exp(log_ratio) - log_ratio - 1).clamp(-K3_CLAMP, K3_CLAMP)
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, name: str = "k3") -> Tensor:

@@ -145,7 +145,9 @@ class GrpoTrainer:
         t0 = time.perf_counter()
         metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,
                               eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, agg=a.loss_aggregation,
-                              kl_estimator=a.kl_estimator, temperature=1.0, share_prompts=self.share_prompts)
+                              kl_estimator=a.kl_estimator, temperature=1.0, share_prompts=self.share_prompts,
+                              clip_ratio_c=a.clip_ratio_c, tis_cap=a.tis_cap,
+                              loss_norm_tokens=a.loss_norm_tokens or self.cfg.rollout.max_new_tokens)
         timings["train"] = time.perf_counter() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return {**mean_across_ranks(metrics, self.engine.device), "skipped_update": 0.0}

@@ -12,7 +12,13 @@ from typing import Callable
 
 import torch
 
-from creason.algo import apply_truncation, compute_advantages, dynamic_sampling_mask, zero_variance_groups
+from creason.algo import (
+    apply_truncation,
+    compute_advantages,
+    dynamic_sampling_mask,
+    finite_rewards,
+    zero_variance_groups,
+)
 from creason.config import AlgorithmConfig
 from creason.rewards import boxed_letter_reward, load_reward, score_completions
 from creason.rollout.types import Completion
@@ -47,11 +53,12 @@ def score_rollouts(
     flat = [c for per_prompt in completions for c in per_prompt]
     truth = [q.ground_truth for q in questions for _ in range(group)]
     scores, errors = score_completions(rewards, [c.text for c in flat], truth)
+    scores, nonfinite = finite_rewards(torch.tensor(scores, dtype=torch.float32))  # NaN/inf scored 0
     truncated = torch.tensor([c.finish_reason == "length" for c in flat])
-    r, keep_mask = apply_truncation(torch.tensor(scores, dtype=torch.float32), torch.ones(len(flat), 1), truncated,
+    r, keep_mask = apply_truncation(scores, torch.ones(len(flat), 1), truncated,
                                     cfg.truncation, cfg.truncation_penalty)  # (B,), (B, 1): one mask per completion
     r = r.view(len(questions), group)
-    advantages = compute_advantages(r, cfg.advantage)  # (P, G)
+    advantages = compute_advantages(r, cfg.advantage, eps=cfg.advantage_eps)  # (P, G)
     zero_var = zero_variance_groups(r)
     keep_groups = dynamic_sampling_mask(r) if cfg.filter_zero_variance else torch.ones(len(questions), dtype=torch.bool)
     kept = [i for i in range(len(flat)) if keep_groups[i // group]]
@@ -65,6 +72,7 @@ def score_rollouts(
         "truncated_fraction": truncated.float().mean().item(),
         "completion_length": lengths.mean().item(),
         "reward_errors": len(errors),
+        "nonfinite_rewards": int(nonfinite.sum()),
         "score_seconds": time.perf_counter() - start,
     }
     return ScoredRollouts(

@@ -7,10 +7,14 @@ and, when present, `engine.get_global_grad_norm()` and `engine.get_lr()`. Micro-
 the engine's device one at a time; the batch itself may stay on the CPU.
 
 An update is `mu` passes over the batch; each pass accumulates the gradient over micro-batches and
-takes ONE optimizer step, so all micro-batches of a pass see the same weights. Each micro-batch
-loss is weighted by its share of the batch's loss units (tokens for "token_mean", sequences for
-"seq_mean_token_mean"), so the accumulated gradient is that of the loss over the rank's whole
-batch, whatever the micro-batch size. Across data-parallel ranks DeepSpeed averages gradients.
+takes ONE optimizer step, so all micro-batches of a pass see the same weights.
+
+The loss is that of the *global* batch (all ranks' shards), whatever the number of ranks and the
+micro-batch size: one all-reduce per update sums the loss units (tokens, and sequences with a
+loss token) over the ranks (`global_loss_units`); each micro-batch loss divides by those global
+counts (`creason.algo.aggregate`), so the parts of all ranks add up to the global loss. DeepSpeed
+averages gradients over the N ranks, so each rank backpropagates N times its part: the averaged
+gradient is the gradient of the global loss, as verl's `agg_loss(..., dp_size=N)`.
 
 old_logp_source:
 - "trainer" (default, standard GRPO): the ratio's denominator is the policy's own log-prob before
@@ -19,6 +23,12 @@ old_logp_source:
   gradient; passes 2..mu are clipped PPO steps against it.
 - "sampler": the sampler's log-probs (vLLM's); the ratio then also corrects for a sampler/trainer
   numerical mismatch (an importance weight), and clipping bites already on pass 1.
+
+Truncated importance sampling (`tis_cap` = C, with old_logp_source "trainer"): the policy-gradient
+term of each token is weighted by min(exp(trainer logp - sampler logp), C), detached, with the
+trainer's log-prob before the update: the gradient is then that of the sampler's distribution, the
+one the rollouts came from, with the weight truncated at C to bound its variance (metric
+`tis_truncated_frac`: share of tokens whose weight was cut to C).
 
 The `mismatch` metric, mean |sampler logp - trainer logp| over response tokens before any update,
 should be near 0 (float noise): a large value means the sampler does not run the trainer's
@@ -35,10 +45,12 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from creason.algo import clipped_policy_loss
+from creason.algo import LossUnits, clipped_policy_loss, truncated_is_weights
 from creason.train.batch import RolloutBatch, micro_batches
+from creason.train.collectives import collective_device
 from creason.train.policy import sequence_logprobs
 
 OLD_LOGP_SOURCES = ("trainer", "sampler")
@@ -47,8 +59,9 @@ OLD_LOGP_SOURCES = ("trainer", "sampler")
 class TorchEngine:
     """A torch model + optimizer (+ LR scheduler) with the DeepSpeed engine methods used here.
 
-    step() clips the gradient norm (when grad_clip > 0), steps the optimizer and the scheduler, and
-    clears the gradients, like a DeepSpeed engine at an accumulation boundary.
+    step() averages the gradients over the ranks of the default process group (when there is one
+    of 2+ ranks), clips the gradient norm (when grad_clip > 0), steps the optimizer and the
+    scheduler, and clears the gradients, like a DeepSpeed engine at an accumulation boundary.
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler=None,
@@ -67,12 +80,23 @@ class TorchEngine:
         loss.backward()  # no gradient-accumulation scaling here: grpo_update weights the losses
 
     def step(self) -> None:
+        self._average_gradients()
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm))
         self.optimizer.step()
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.zero_grad()
+
+    def _average_gradients(self) -> None:
+        world = world_size()
+        if world == 1:
+            return
+        for p in (p for p in self.module.parameters() if p.requires_grad):
+            if p.grad is None:  # a rank whose batch left a parameter out still takes part
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -105,20 +129,22 @@ class TorchEngine:
         return str(path), state["client_state"]
 
 
-def loss_weights(chunks: list[RolloutBatch], agg: str) -> list[float]:
-    """Each micro-batch's share of the batch's loss units, so that sum_k w_k * agg(chunk_k) = agg(batch).
+def world_size() -> int:
+    """Data-parallel ranks: the default process group's size, 1 without one."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
-    "token_mean": share of the response tokens; "seq_mean_token_mean": share of the sequences that
-    have at least one response token. All 0 when the batch has no unit.
-    """
-    if agg == "token_mean":
-        units = [float(c.response_mask.sum()) for c in chunks]
-    elif agg == "seq_mean_token_mean":
-        units = [float((c.response_mask.sum(-1) > 0).sum()) for c in chunks]
-    else:
-        raise KeyError(f"no micro-batch weighting for aggregation {agg!r}; add it to loss_weights")
-    total = sum(units)
-    return [u / total if total > 0 else 0.0 for u in units]
+
+def global_loss_units(mask: Tensor, norm_tokens: float | None, device: torch.device | str = "cpu") -> LossUnits:
+    """The loss units of every rank's shard together: one all-reduce (sum) of this rank's token and
+    sequence counts of `mask` (B, T). device: the engine's (the collective runs there for NCCL, on
+    the CPU for gloo: `collective_device`). Without a process group: this rank's own counts."""
+    local = LossUnits.of(mask, norm_tokens)
+    if world_size() == 1:
+        return local
+    counts = torch.tensor([local.tokens, local.sequences], dtype=torch.float64, device=collective_device(device))
+    dist.all_reduce(counts)
+    tokens, sequences = counts.tolist()
+    return LossUnits(tokens, sequences, local.norm_tokens)
 
 
 def _masked_abs_diff(a: Tensor, b: Tensor, mask: Tensor) -> tuple[float, float]:
@@ -143,51 +169,75 @@ def grpo_update(
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     beta: float = 0.0,
-    agg: str = "token_mean",
+    agg: str = "token-mean",
     kl_estimator: str = "k3",
     temperature: float = 1.0,
     old_logp_source: str = "trainer",
     share_prompts: bool = False,
+    clip_ratio_c: float | None = None,
+    tis_cap: float | None = None,
+    loss_norm_tokens: float | None = None,
 ) -> dict[str, float]:
     """`mu` optimizer steps on `batch` (this rank's shard); returns float metrics.
 
+    Every rank of the process group must call it (one all-reduce of the loss units). agg: a mode
+    of `creason.algo.AGGREGATIONS`; loss_norm_tokens: its constant for "seq-mean-token-sum-norm"
+    (the maximum completion length; required by that mode). clip_ratio_c: dual-clip bound for
+    A < 0 (None: off). tis_cap: truncated importance sampling cap (None: off).
     share_prompts: run each group's shared prompt once (`creason.train.policy`; not at ZeRO-3).
 
     Metrics: loss, pg_loss, clip_frac_low, clip_frac_high, ratio_mean (and kl when batch.ref_logp
-    is set) as weighted means over micro-batches and passes; entropy (pass 1, nats/token);
-    mismatch and mismatch_max (|sampler - trainer| log-prob before the update); grad_norm (mean
-    over passes, when the engine reports it); lr (of the first step); tokens; seconds.
+    is set, clip_frac_dual with clip_ratio_c, tis_truncated_frac with tis_cap): this rank's part of
+    the global value times the world size, averaged over passes, so that their mean over the ranks
+    is the global batch's; entropy (pass 1, nats/token); mismatch and mismatch_max (|sampler -
+    trainer| log-prob before the update); grad_norm (mean over passes, when the engine reports it);
+    lr (of the first step); tokens; seconds.
     """
     if old_logp_source not in OLD_LOGP_SOURCES:
         raise ValueError(f"old_logp_source must be one of {OLD_LOGP_SOURCES}, got {old_logp_source!r}")
     if mu < 1:
         raise ValueError(f"mu must be >= 1, got {mu}")
+    if tis_cap is not None and old_logp_source != "trainer":
+        raise ValueError("tis_cap weighs the trainer's ratio by pi_trainer / pi_sampler: it needs old_logp_source "
+                         "'trainer' (with 'sampler' the ratio already divides by the sampler's probability)")
+    if agg == "seq-mean-token-sum-norm" and loss_norm_tokens is None:
+        raise ValueError("seq-mean-token-sum-norm needs loss_norm_tokens (Dr. GRPO's constant, the max completion length)")
+    if not torch.isfinite(batch.advantages).all():
+        raise ValueError("non-finite advantages: score non-finite rewards 0 first (creason.algo.finite_rewards)")
     _check_engine(engine)
     t0 = time.perf_counter()
-    chunks = [c.to(device_of(engine)) for c in micro_batches(batch, micro_batch_size)]
-    weights = loss_weights(chunks, agg)
+    device = device_of(engine)
+    world = world_size()
+    units = global_loss_units(batch.response_mask, loss_norm_tokens, device)  # the one all-reduce
+    chunks = [c.to(device) for c in micro_batches(batch, micro_batch_size)]
     old_logps: list[Tensor] = [c.old_logp for c in chunks]  # replaced on pass 1 for "trainer"
+    is_weights: list[Tensor | None] = [None] * len(chunks)  # set on pass 1 with tis_cap
     sums: dict[str, float] = {}
-    mismatch_sum, mismatch_max, entropy_sum, grad_norms = 0.0, 0.0, 0.0, []
+    mismatch_sum, mismatch_max, entropy_sum, tis_truncated, grad_norms = 0.0, 0.0, 0.0, 0.0, []
     lr = engine.get_lr()[0] if hasattr(engine, "get_lr") else None
     for i in range(mu):
-        for k, (chunk, w) in enumerate(zip(chunks, weights)):
+        for k, chunk in enumerate(chunks):
             logp, entropy = sequence_logprobs(engine, chunk, temperature, with_entropy=i == 0, share_prompts=share_prompts)
             if i == 0:  # no step taken yet: logp is the policy before the update
                 s, m = _masked_abs_diff(chunk.old_logp, logp.detach(), chunk.response_mask)
                 mismatch_sum, mismatch_max = mismatch_sum + s, max(mismatch_max, m)
                 entropy_sum += float(entropy.sum())  # already 0 off the response mask
+                if tis_cap is not None:
+                    is_weights[k], cut = truncated_is_weights(logp, chunk.old_logp, tis_cap)
+                    tis_truncated += float((cut & chunk.response_mask.bool()).sum())
                 if old_logp_source == "trainer":
                     old_logps[k] = logp.detach()
             loss, metrics = clipped_policy_loss(
                 logp, old_logps[k], chunk.advantages, chunk.response_mask, eps_low, eps_high,
-                ref_logp=chunk.ref_logp, beta=beta, agg=agg, kl_estimator=kl_estimator,
+                ref_logp=chunk.ref_logp, beta=beta, agg=agg, kl_estimator=kl_estimator, units=units,
+                clip_ratio_c=clip_ratio_c, is_weights=is_weights[k],
             )
-            # even when w == 0 (padding rows): ZeRO-2 reduces gradients inside backward, on every rank
-            engine.backward(loss * w, scale_wrt_gas=False)
-            _add(sums, "loss", w * float(loss.detach()))
+            # every chunk, even one of padding rows only (its loss is 0): ZeRO-2 reduces gradients
+            # inside backward, on every rank; x world: DeepSpeed averages the ranks' gradients
+            engine.backward(loss * world, scale_wrt_gas=False)
+            _add(sums, "loss", world * float(loss.detach()))
             for name, value in metrics.items():
-                _add(sums, name, w * float(value))
+                _add(sums, name, world * float(value))
         engine.step()
         norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
         if norm is not None:
@@ -196,6 +246,8 @@ def grpo_update(
     tokens = batch.num_tokens
     out.update(entropy=entropy_sum / max(tokens, 1), mismatch=mismatch_sum / max(tokens, 1),
                mismatch_max=mismatch_max, tokens=float(tokens))
+    if tis_cap is not None:
+        out["tis_truncated_frac"] = world * tis_truncated / max(units.tokens, 1.0)
     if grad_norms:
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
     if lr is not None:

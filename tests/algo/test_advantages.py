@@ -1,6 +1,7 @@
 """Group-relative advantages against hand-computed values and a slow reference loop."""
 
 import doctest
+import math
 import statistics
 
 import pytest
@@ -11,6 +12,7 @@ from creason.algo.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     dynamic_sampling_mask,
+    finite_rewards,
     register_advantage,
     zero_variance_groups,
 )
@@ -47,6 +49,30 @@ def test_grpo_batch_std():
     # 0.5 / 1.035098 = 0.483046; 1 / 1.035098 = 0.966092.
     close(compute_advantages(REWARDS, "grpo_batch_std", eps=0.0),
           [[0.483046, -0.483046, -0.483046, 0.483046], [0.966092, -0.966092, 0.0, 0.0]])
+
+
+def test_eps_is_a_parameter():
+    # TRL's 1e-4: 0.5 / (0.577350 + 0.0001) = 0.865875; batch std 0.5 / (1.035098 + 0.0001) = 0.482999
+    close(compute_advantages(REWARDS, "grpo", eps=1e-4)[0, 0], 0.865875, tol=1e-6)
+    close(compute_advantages(REWARDS, "grpo_batch_std", eps=1e-4)[0, 0], 0.482999, tol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "grpo_batch_std"])
+def test_all_equal_rewards_and_one_sample_groups_give_zero(name):
+    # Group 0: [0.1, 0.1, 0.1] (all equal: the float mean may differ from 0.1 by rounding, eps keeps
+    # the result ~0, never NaN); group 1: one sample [5.0] (std 0, advantage 0).
+    rewards = torch.tensor([0.1, 0.1, 0.1, 5.0])
+    adv = compute_advantages(rewards, name, group_index=torch.tensor([0, 0, 0, 1]))
+    close(adv, [0.0, 0.0, 0.0, 0.0], tol=1e-6)
+
+
+def test_non_finite_rewards_scored_zero():
+    # [nan, 1, inf, 1] -> [0, 1, 0, 1]: mean 0.5, unbiased std 0.577350 -> grpo +-0.866025
+    rewards, bad = finite_rewards(torch.tensor([math.nan, 1.0, math.inf, 1.0]))
+    assert rewards.tolist() == [0.0, 1.0, 0.0, 1.0] and bad.tolist() == [True, False, True, False]
+    close(compute_advantages(rewards.view(1, 4), "grpo", eps=0.0), [[-0.866025, 0.866025, -0.866025, 0.866025]])
+    # without it one NaN makes the whole group NaN
+    assert compute_advantages(torch.tensor([[math.nan, 1.0, 0.0, 1.0]])).isnan().all()
 
 
 def test_flat_with_uneven_groups_and_arbitrary_ids():

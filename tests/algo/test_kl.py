@@ -99,3 +99,18 @@ def test_should_refresh_reference(step, every, expected):
 def test_doctests():
     result = doctest.testmod(kl)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_k3_clamped_as_verl():
+    # log_ratio = ref - logp, clamped to [-20, 20], then k3 clamped to [-10, 10]:
+    #   +30 -> 20 -> e^20 - 20 - 1 = 4.85e8 -> 10
+    #   -30 -> -20 -> e^-20 + 20 - 1 = 19.0 -> 10
+    #   -5  -> e^-5 + 5 - 1 = 0.006738 + 4 = 4.006738 (inside both bounds)
+    #   +1e4 -> 20 -> 10 (no overflow to inf)
+    logp = torch.zeros(1, 4, requires_grad=True)
+    ref = torch.tensor([[30.0, -30.0, -5.0, 1e4]])
+    k3 = kl_estimate(logp, ref, "k3")
+    torch.testing.assert_close(k3, torch.tensor([[10.0, 10.0, 4.006738, 10.0]]), atol=1e-6, rtol=0)
+    k3.sum().backward()
+    # d k3 / d logp = 1 - exp(ref - logp) inside the bounds: 1 - e^-5 = 0.993262; 0 where clamped
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 0.0, 0.993262, 0.0]]), atol=1e-6, rtol=0)

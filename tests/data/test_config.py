@@ -97,3 +97,22 @@ def test_paper_gives_every_stage_gpus():
     assert {"rollout.gpus_per_actor", "train.gpus_per_worker", "evaluate.gpus_per_actor", "serve.gpus_per_replica"} <= set(fields)
     assert [name for name, gpus in fields.items() if not gpus > 0] == []
     assert cfg.model.precision == "bf16" and cfg.serve.dtype == "bfloat16" and cfg.evaluate.precision in ("auto", "bf16")
+
+
+def test_loss_aggregation_old_names_load_as_verl_names():
+    assert load_config(None, ["algorithm.loss_aggregation=token_mean"]).algorithm.loss_aggregation == "token-mean"
+    old = load_config(None, ["algorithm.loss_aggregation=seq_mean_token_mean"])
+    assert old.algorithm.loss_aggregation == "seq-mean-token-mean"
+    new = load_config(None, ["algorithm.loss_aggregation=seq-mean-token-sum-norm", "algorithm.loss_norm_tokens=256"])
+    assert (new.algorithm.loss_aggregation, new.algorithm.loss_norm_tokens) == ("seq-mean-token-sum-norm", 256)
+    with pytest.raises(ConfigError, match=r"algorithm\.loss_aggregation"):
+        load_config(None, ["algorithm.loss_aggregation=sum"])
+
+
+def test_grpo_options_off_by_default_and_validated():
+    a = load_config(None).algorithm
+    assert (a.clip_ratio_c, a.tis_cap, a.loss_norm_tokens, a.advantage_eps) == (None, None, None, 1e-6)
+    with pytest.raises(ConfigError, match=r"algorithm\.clip_ratio_c"):
+        load_config(None, ["algorithm.clip_ratio_c=1.0"])  # dual clip needs c > 1
+    with pytest.raises(ConfigError, match=r"algorithm\.advantage_eps"):
+        load_config(None, ["algorithm.advantage_eps=0"])

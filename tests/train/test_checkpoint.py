@@ -11,7 +11,7 @@ from creason.train.engine import build_deepspeed_engine, ensure_single_process_g
 from creason.train.step import TorchEngine, grpo_update
 from tests.train import load_tiny, random_batch
 
-KW = dict(mu=1, micro_batch_size=2, eps_low=0.2, eps_high=0.28, beta=0.0, agg="token_mean", kl_estimator="k3",
+KW = dict(mu=1, micro_batch_size=2, eps_low=0.2, eps_high=0.28, beta=0.0, agg="token-mean", kl_estimator="k3",
           temperature=1.0)
 
 

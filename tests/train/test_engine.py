@@ -17,7 +17,7 @@ from creason.train.engine import (
 from creason.train.step import grpo_update
 from tests.train import load_tiny, random_batch, weights
 
-KW = dict(eps_low=0.2, eps_high=0.28, beta=0.0, agg="token_mean", kl_estimator="k3", temperature=1.0)
+KW = dict(eps_low=0.2, eps_high=0.28, beta=0.0, agg="token-mean", kl_estimator="k3", temperature=1.0)
 
 
 @pytest.fixture(scope="module")
