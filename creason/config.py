@@ -246,6 +246,11 @@ class TrainConfig(_Section):
         "not once per completion: the same gradients for ~1/3 of the compute at G=4 on registry prompts. Ignored "
         "at ZeRO-3."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass instead of keeping them (Hugging "
+        "Face `gradient_checkpointing_enable`): the activation memory of one layer, for about one more forward pass. "
+        "Turns `share_prompt_forward` off (checkpointed layers drop the KV cache)."
+    )
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     eval_every: int = Field(0, ge=0, description="Steps between greedy validation accuracy checks (0: never).")

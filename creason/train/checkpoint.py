@@ -43,7 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from creason.train.engine import full_state_dict, zero_stage_of
+from creason.train.engine import full_state_dict
 
 MARKER = "COMPLETE.rank{rank}"
 ENGINE_TAG = "state"
@@ -119,8 +119,7 @@ def save_checkpoint(
     _barrier()
     tmp.mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(tmp / "engine"), tag=ENGINE_TAG, client_state={}, save_latest=False)
-    if rank == 0 or zero_stage_of(engine) == 3:
-        weights = full_state_dict(engine)  # collective at ZeRO-3
+    weights = full_state_dict(engine, keep=rank == 0)  # a collective at ZeRO-3; rank 0 alone copies
     if rank == 0:
         _write_shared(tmp, engine.module, weights, tokenizer, step=step, data_position=data_position,
                       scheduler=scheduler, reference=reference, config=config)

@@ -161,32 +161,56 @@ def zero_stage_of(engine) -> int:
 
 
 @torch.no_grad()
-def full_state_dict(engine) -> dict[str, Tensor]:
-    """The full model state dict, on CPU (copies), keyed by Hugging Face names.
+def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
+    """The full model state dict, on CPU (copies), keyed by Hugging Face names; {} where `keep` is
+    False (the ranks that do not send or write the weights: only they skip the CPU copy).
 
-    ZeRO stage <= 2 keeps every parameter whole on every rank: the module's state dict is complete.
-    Stage 3 partitions parameters: each is gathered in turn with `deepspeed.zero.GatheredParameters`
-    (a collective: call this on every rank). Tied parameters (embeddings and lm_head) stay one
-    tensor under both names (copied once).
+    ZeRO stage <= 2 keeps every parameter whole on every rank: the module's state dict is complete,
+    and a rank that does not keep it does nothing. Stage 3 partitions parameters: each is gathered
+    in turn with `deepspeed.zero.GatheredParameters`, a collective, so every rank calls this, and
+    only the ranks that keep it copy. Tied parameters (embeddings and lm_head) stay one tensor
+    under both names (copied once).
     """
-    module = engine.module
     gather = zero_stage_of(engine) == 3
+    if not keep and not gather:
+        return {}
     copies: dict[int, Tensor] = {}
     out = {}
-    for name, tensor in module.state_dict(keep_vars=True).items():
+    for name, tensor in engine.module.state_dict(keep_vars=True).items():
         key = id(tensor)
         if key not in copies:
-            partitioned = gather and hasattr(tensor, "ds_id")
-            copies[key] = _gathered_copy(tensor) if partitioned else tensor.detach().cpu().clone()
+            if gather and hasattr(tensor, "ds_id"):
+                copies[key] = _gathered_copy(tensor, keep)
+            else:
+                copies[key] = tensor.detach().cpu().clone() if keep else None
         out[name] = copies[key]
-    return out
+    return out if keep else {}
 
 
-def _gathered_copy(param: Tensor) -> Tensor:
+def _gathered_copy(param: Tensor, keep: bool = True) -> Tensor | None:
     import deepspeed
 
     with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-        return param.detach().cpu().clone()
+        return param.detach().cpu().clone() if keep else None
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (Hugging Face's `gradient_checkpointing_enable`, non-reentrant): activation memory of one layer
+    instead of all, for about one more forward pass of compute.
+
+    Hugging Face checkpoints only in training mode, so the model is put in it, with dropout off
+    (`nn.Dropout` modules and attention dropout at 0, as TRL's `disable_dropout`): log-probs stay
+    those of evaluation mode, which the sampler's are compared with. Checkpointed layers ignore a
+    KV cache, so a model called with one (`train.share_prompt_forward`) must not use this.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 @torch.no_grad()

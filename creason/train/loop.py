@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from creason.algo import should_refresh_reference
 from creason.atomic import write_text_atomic
-from creason.config import CreasonConfig
+from creason.config import CreasonConfig, TrainConfig
 from creason.rollout.actor import generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.weight_sync import make_weight_sync
@@ -35,8 +35,8 @@ from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
-from creason.train.engine import (build_deepspeed_engine, full_state_dict, mix_policy_into_reference,
-                                  named_weights_for_vllm)
+from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, full_state_dict,
+                                  mix_policy_into_reference, named_weights_for_vllm)
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import load_rewards, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
@@ -48,6 +48,13 @@ def _broadcast(obj, rank: int):
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def shares_prompt_forward(t: TrainConfig) -> bool:
+    """Whether the policy runs a group's shared prompt once (`train.share_prompt_forward`): not at
+    ZeRO-3, where model calls must match across ranks, nor with gradient checkpointing, whose
+    layers drop the KV cache the completions would read."""
+    return t.share_prompt_forward and t.zero_stage < 3 and not t.gradient_checkpointing
 
 
 def rollout_sampling(cfg: CreasonConfig) -> SamplingSpec:
@@ -70,6 +77,8 @@ class GrpoTrainer:
         dtype = torch.bfloat16 if cfg.model.precision == "bf16" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.ref = None
         if cfg.algorithm.beta > 0:
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
@@ -84,7 +93,7 @@ class GrpoTrainer:
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
         self.val = load_questions(questions_dir, "validation", t.question_kinds)[: t.eval_questions] if t.eval_every else []
         self.rewards = load_rewards(cfg.algorithm)
-        self.share_prompts = t.share_prompt_forward and t.zero_stage < 3  # ZeRO-3: model calls must match across ranks
+        self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
         self.log = MetricsLog(Path(cfg.output_dir) / "train", cfg.train.steps) if self.rank == 0 else None
         self.spec = rollout_sampling(cfg)
@@ -153,9 +162,9 @@ class GrpoTrainer:
         return {**mean_across_ranks(metrics, self.engine.device), "skipped_update": 0.0}
 
     def push_weights(self, version: int, timings: dict | None = None) -> None:
-        """All ranks take part in gathering (ZeRO-3); rank 0 sends."""
+        """All ranks take part in gathering (ZeRO-3); rank 0 alone copies the weights and sends them."""
         t0 = time.perf_counter()
-        state = full_state_dict(self.engine)
+        state = full_state_dict(self.engine, keep=self.rank == 0)
         gathered = time.perf_counter()
         pushed = self.sync.push(named_weights_for_vllm(state), version) if self.rank == 0 else {}
         if timings is not None:

@@ -1,5 +1,6 @@
 """ZeRO-3 training with a reference refresh on 2 CPU workers (gloo): the policy's parameters are
-partitioned (0 elements on each rank), so the refresh must gather them before mixing."""
+partitioned (0 elements on each rank), so the refresh must gather them before mixing. Both ranks
+take part in gathering the full weights; only rank 0 keeps a copy."""
 
 import copy
 import os
@@ -43,6 +44,8 @@ def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
     tokens = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(rank))
     engine.backward(engine(input_ids=tokens, labels=tokens).loss)
     engine.step()
+    sent = full_state_dict(engine, keep=rank == 0)  # both ranks gather; rank 0 alone copies
+    assert (sent == {}) if rank else (sent.keys() == before.keys() and sent["model.norm.weight"].numel() == 64)
     policy = full_state_dict(engine)
     assert any(not torch.equal(policy[k], before[k]) for k in before)  # the step changed the policy
 
