@@ -10,7 +10,7 @@ memory; a summary follows, and the exit status is 1 if a check failed.
                  what a CPU tensor on NCCL does (the bug it fixed)
 - grpo_update    two GRPO passes (`grpo_update`, `TorchEngine`, torch AdamW) with a reference model
                  and the k3 KL, in bf16; the shared-prompt forward (KV cache) against the plain one
-- weight_sync    `full_state_dict` + `named_weights_for_vllm`: CPU copies in Hugging Face names,
+- weight_sync    `full_state_dict` (what the trainer pushes): CPU copies in Hugging Face names,
                  `lm_head.weight` sent, equal to the model's weights; other ranks copy nothing
 - zero3_refresh  DeepSpeed ZeRO-3 (bf16, torch AdamW, `build_deepspeed_engine`): one GRPO update,
                  the gathered weights, and the reference refresh (`mix_policy_into_reference`);
@@ -40,7 +40,7 @@ import torch.distributed as dist  # noqa: E402
 
 from creason.train.batch import RolloutBatch, collate  # noqa: E402
 from creason.train.collectives import mean_across_ranks  # noqa: E402
-from creason.train.engine import free_port, full_state_dict, named_weights_for_vllm  # noqa: E402
+from creason.train.engine import free_port, full_state_dict  # noqa: E402
 from creason.train.policy import sequence_logprobs  # noqa: E402
 from creason.train.step import TorchEngine, compute_ref_logprobs, grpo_update  # noqa: E402
 
@@ -149,7 +149,7 @@ def check_weight_sync(s: Setup) -> str:
     engine = TorchEngine(model, torch.optim.AdamW(model.parameters(), lr=1e-3))
     assert full_state_dict(engine, keep=False) == {}  # another rank's share: nothing copied
     t0 = time.perf_counter()
-    pairs = named_weights_for_vllm(full_state_dict(engine))
+    pairs = list(full_state_dict(engine).items())
     seconds = time.perf_counter() - t0
     names = [n for n, _ in pairs]
     assert "lm_head.weight" in names and len(set(names)) == len(names), names[-3:]

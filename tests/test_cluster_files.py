@@ -451,7 +451,7 @@ def test_pipeline_fits_the_cluster(name, nodes, entrypoint):
     assert_gpu_settings(cfg, name, phases)
     assert_pools_apart(nodes, cfg, name)
     assert_fits(cfg, nodes, phases, name)
-    from creason.rollout.weight_sync import make_weight_sync
+    from creason.rollout.sync import make_weight_sync
 
     make_weight_sync(cfg.rollout.weight_sync, [])  # a transport that is not written yet raises here
 

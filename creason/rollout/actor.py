@@ -42,6 +42,7 @@ class RolloutWorker:
         torch.set_num_threads(num_threads)
         self.engine = make_engine(backend, model_path, **{**(engine_kwargs or {}), "num_threads": num_threads})
         self.version = 0
+        self.receivers: dict[str, Any] = {}  # transport name -> this actor's end of it
 
     def generate(
         self, prompts: list[ChatPrompt], spec: SamplingSpec, expected_version: int
@@ -56,28 +57,22 @@ class RolloutWorker:
         completions = self.engine.generate(prompts, spec)
         return completions, {**self.engine.last_stats.as_dict(), "weight_version": self.version}
 
-    def update_weights(self, named_tensors: Any, version: int) -> float:
-        """Load `[(name, tensor), ...]` and take `version`; returns seconds."""
-        seconds = self.engine.load_weights(named_tensors)
+    def connect_weight_sync(self, transport: str, **options: Any) -> None:
+        """Open this actor's end of the weight transport `transport` (`creason.rollout.sync`) with
+        what its sender passes: the broadcast joins its process group here; the object store needs
+        no call (`receive_weights` opens it)."""
+        from creason.rollout.sync import make_receiver
+
+        self.receivers[transport] = make_receiver(transport, **options)
+
+    def receive_weights(self, transport: str, payload: Any, version: int) -> float:
+        """Load the weights that a push by `transport` sent (`payload`: the object store's arrays,
+        the broadcast's layout) and take `version`; returns seconds."""
+        if transport not in self.receivers:
+            self.connect_weight_sync(transport)
+        seconds = self.engine.load_weights(self.receivers[transport].receive(payload))
         self.version = version
         return seconds
-
-    def load_shared_weights(self, arrays: Any, version: int) -> float:
-        """`update_weights` from `weight_sync.to_shared_arrays` output (Ray resolves the ObjectRef
-        the caller passes into arrays that are views of the object store: no copy on this side)."""
-        from creason.rollout.weight_sync import from_shared_arrays
-
-        return self.update_weights(from_shared_arrays(arrays), version)
-
-    def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
-        """Become rank `rank` of a broadcast group for weight pushes (`creason.rollout.broadcast_sync`)."""
-        from creason.rollout.broadcast_sync import WeightReceiver
-
-        self.receiver = WeightReceiver(host, port, rank, world, backend)
-
-    def receive_weights(self, layout: list, version: int) -> float:
-        """Take part in a broadcast push of weights laid out as `layout`, load them, take `version`."""
-        return self.update_weights(self.receiver.receive(layout), version)
 
     def weight_version(self) -> int:
         """The version held; also a readiness probe (returns once the engine has started)."""

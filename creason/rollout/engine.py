@@ -181,14 +181,19 @@ def _in_process_vllm(num_threads: int | None):
 
 
 def _repack_cpu_lm_head(model: Any) -> None:
-    """Rebuild the packed copy of the output projection that vLLM's CPU backend keeps.
+    """Rebuild the packed copy of the output projection that vLLM's CPU backend keeps: the one
+    place that handles tied embeddings (the trainer sends its state dict as it is).
 
-    On CPU, `process_weights_after_loading` packs each matmul weight for oneDNN and the matmul
-    then reads only that packed copy. With tied embeddings (SmolLM2) the checkpoint has no
-    `lm_head.weight`, so `reload_weights` updates the embedding but skips the head ("ParallelLMHead:
-    Failed to load weights") and logits keep coming from the *old* embedding: sampling silently
-    uses a mix of new and old weights. Re-packing the head from its (shared, updated) weight
-    fixes it; a no-op on GPUs, where the head has no packed copy."""
+    With tied embeddings (SmolLM2) the output head's parameter is the embedding's. vLLM 0.32 loads
+    that tensor once, as `model.embed_tokens.weight`, and skips `lm_head.weight` as its alias
+    whether it is sent or not (`AutoWeightsLoader._filter_skipped`), so the head's layer loads
+    nothing ("ParallelLMHead: Failed to load weights") and is not processed again. On GPUs that is
+    harmless: the shared weight is already new. On CPUs, `process_weights_after_loading` packs
+    each matmul weight for oneDNN and the matmul reads only that packed copy, so logits would keep
+    coming from the *old* embedding: sampling would silently use a mix of new and old weights.
+    Re-packing the head from its (shared, updated) weight fixes it; a no-op where the head has no
+    packed copy. Checked by tests/rollout/test_engine.py (log-probs equal Hugging Face's after a
+    reload from a checkpoint without `lm_head.weight`)."""
     head = getattr(model, "lm_head", None)
     if head is not None and hasattr(head, "cpu_linear"):
         head.quant_method.process_weights_after_loading(head)

@@ -242,18 +242,3 @@ def mix_policy_into_reference(reference: torch.nn.Module, engine, alpha: float) 
                 mix_reference({name: ref}, {name: tensor.detach()}, alpha, inplace=True)
         else:
             mix_reference({name: ref}, {name: tensor.detach()}, alpha, inplace=True)
-
-
-def named_weights_for_vllm(state_dict: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
-    """(name, tensor) pairs for vLLM's `reload_weights(weights_iterator=...)`, in Hugging Face names.
-
-    `lm_head.weight` is always sent, even with tied embeddings: vLLM 0.32's layer-wise reload keeps
-    only one parent of a tied parameter up to date, and without it the model kept its old output
-    head (checked on SmolLM2-135M: outputs then differ from Hugging Face's; with it they match).
-    A state dict without `lm_head.weight` (tied models may omit it) gets it as the embedding matrix.
-    """
-    pairs = list(state_dict.items())
-    embed = state_dict.get("model.embed_tokens.weight")
-    if "lm_head.weight" not in state_dict and embed is not None:
-        pairs.append(("lm_head.weight", embed))
-    return pairs

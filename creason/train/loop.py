@@ -30,13 +30,13 @@ from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig, TrainConfig
 from creason.rollout.actor import generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
-from creason.rollout.weight_sync import make_weight_sync
+from creason.rollout.sync import make_weight_sync
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
 from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, full_state_dict,
-                                  mix_policy_into_reference, named_weights_for_vllm)
+                                  mix_policy_into_reference)
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import load_rewards, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
@@ -166,7 +166,7 @@ class GrpoTrainer:
         t0 = time.perf_counter()
         state = full_state_dict(self.engine, keep=self.rank == 0)
         gathered = time.perf_counter()
-        pushed = self.sync.push(named_weights_for_vllm(state), version) if self.rank == 0 else {}
+        pushed = self.sync.push(list(state.items()), version) if self.rank == 0 else {}
         if timings is not None:
             timings["sync"] = time.perf_counter() - t0  # gather + put + every actor's reload
             timings["sync_gather"] = gathered - t0

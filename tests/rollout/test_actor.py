@@ -8,14 +8,14 @@ import time
 
 import pytest
 import ray
-import torch
 from safetensors.torch import load_file
 
 from creason.models.tiny import build_tiny_model
 from creason.rollout.actor import _contiguous_chunks, create_rollout_actors, generate_on_actors, wait_ready
 from creason.rollout.hf_engine import HfEngine
+from creason.rollout.sync import make_weight_sync, retry_while_restarting
+from creason.rollout.sync.object_store import ObjectStoreSync
 from creason.rollout.types import SamplingSpec, StaleWeightsError
-from creason.rollout.weight_sync import ObjectStoreSync, make_weight_sync, retry_while_restarting
 
 PROMPTS = [[{"role": "user", "content": f"Patient {i}: lactate {i + 1}.5 mmol/L. Septic shock? A) Yes B) No"}] for i in range(3)]
 GREEDY = SamplingSpec(n=1, temperature=0.0, max_tokens=8)
@@ -86,11 +86,6 @@ def test_hf_fallback_same_interface_and_order(ray_local, tiny_pair):
     finally:
         for a in actors:
             ray.kill(a)
-
-
-def test_weight_sync_registry():
-    with pytest.raises(ValueError, match="broadcast.*object_store"):
-        make_weight_sync("carrier-pigeon", [])
 
 
 @pytest.mark.ray
@@ -165,17 +160,3 @@ def test_a_restarted_actor_catches_up_and_its_prompts_are_resampled(ray_local, t
     finally:
         for a in actors:
             ray.kill(a)
-
-
-def test_shared_arrays_round_trip_keeps_values_and_dtypes():
-    """fp32 and bf16 (sent as int16 bits) come back equal, with their dtypes and shapes."""
-    from creason.rollout.weight_sync import from_shared_arrays, to_shared_arrays
-
-    sent = [("a", torch.randn(3, 4)), ("b", torch.randn(5, dtype=torch.float64).to(torch.bfloat16)),
-            ("c", torch.randn(4, 3).t())]  # not contiguous
-    arrays = to_shared_arrays(sent)
-    assert [dtype for _, _, dtype in arrays] == ["float32", "bfloat16", "float32"]
-    back = from_shared_arrays(arrays)
-    assert [n for n, _ in back] == ["a", "b", "c"]
-    for (_, s), (_, b) in zip(sent, back):
-        assert b.dtype == s.dtype and torch.equal(b, s)

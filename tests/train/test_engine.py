@@ -12,7 +12,6 @@ from creason.train.engine import (
     deepspeed_config,
     ensure_single_process_group,
     full_state_dict,
-    named_weights_for_vllm,
 )
 from creason.train.step import grpo_update
 from tests.train import load_tiny, random_batch, weights
@@ -57,15 +56,6 @@ def test_adamw_decays_matrices_only(tiny_model_dir):
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-
-
-def test_named_weights_for_vllm_always_send_the_head():
-    embed = torch.ones(3, 2)
-    pairs = named_weights_for_vllm({"model.embed_tokens.weight": embed, "model.norm.weight": torch.ones(2)})
-    assert [n for n, _ in pairs] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
-    assert pairs[-1][1] is embed  # tied: the head is the embedding
-    full = {"model.embed_tokens.weight": embed, "lm_head.weight": embed}
-    assert [n for n, _ in named_weights_for_vllm(full)] == list(full)
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])

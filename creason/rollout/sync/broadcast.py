@@ -1,7 +1,7 @@
 """Weight sync by broadcast: the trainer's rank 0 and the rollout actors form a process group of
 their own (NCCL on GPUs; gloo, the CPU stand-in, elsewhere), and each push is one broadcast per
-dtype of all weights packed into one flat buffer: no object-store copy, and on GPUs no trip
-through host memory. The group is not the training group (`torch.distributed`'s default one):
+dtype of all weights packed into one flat buffer: no object-store copy, and on GPUs the actors
+receive straight into device memory. The group is not the training group (`torch.distributed`'s default one):
 it is built from a `TCPStore` directly, so the trainers' own collectives are untouched.
 
     trainer rank 0 (rank 0 of the group)          actor i (rank i + 1)
@@ -10,7 +10,8 @@ it is built from a `TCPStore` directly, so the trainers' own collectives are unt
                                                    views by name -> engine.load_weights
 
 A restarted actor has left the group (its process is new): `catch_up` rebuilds the group with
-every actor and broadcasts the latest weights again, from a host copy kept for that.
+every actor and broadcasts the latest weights again, from a host copy kept for that. Both ends
+are here: `BroadcastSync` (the trainer's rank 0) and `BroadcastReceiver` (an actor's).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ import ray
 import torch
 from torch import Tensor
 
-from creason.rollout.weight_sync import retry_while_restarting
+from creason.rollout.sync.base import NamedTensors, retry_while_restarting
 
-NamedTensors = list[tuple[str, Tensor]]
 Layout = list[tuple[str, list[int], str]]  # (name, shape, dtype name) in packing order
 JOIN_TIMEOUT = dt.timedelta(minutes=2)  # every member must reach the store by then
 BROADCAST_TIMEOUT = dt.timedelta(minutes=10)  # a 14B model's broadcast must not time out
@@ -90,8 +90,9 @@ def flat_sizes(layout: Layout) -> dict[str, int]:
     return sizes
 
 
-class WeightReceiver:
-    """An actor's end of the group: receives a push into fresh buffers on its device."""
+class BroadcastReceiver:
+    """An actor's end: joins the group as rank `rank` when made (`RolloutWorker.connect_weight_sync`),
+    then receives each push, whose payload is its layout, into fresh buffers on its device."""
 
     def __init__(self, host: str, port: int, rank: int, world: int, backend: str):
         self.group = process_group(host, port, rank, world, backend)
@@ -107,7 +108,10 @@ class WeightReceiver:
 
 
 class BroadcastSync:
-    """`WeightSync` over a broadcast group of the trainer's rank 0 and the actors."""
+    """The trainer's end (`WeightSync`) of a broadcast group of its rank 0 and the actors."""
+
+    name = "broadcast"
+    receiver = BroadcastReceiver
 
     def __init__(self, actors: list[Any], backend: str | None = None):
         self.actors, self.backend = actors, backend or default_backend()
@@ -120,7 +124,8 @@ class BroadcastSync:
         must be up first: a join lost to a restart would leave this process waiting for it."""
         retry_while_restarting(lambda: ray.get([a.weight_version.remote() for a in self.actors]))
         host, port, world = ray.util.get_node_ip_address(), _free_port(), len(self.actors) + 1
-        joined = [a.join_weight_group.remote(host, port, i + 1, world, self.backend) for i, a in enumerate(self.actors)]
+        joined = [a.connect_weight_sync.remote(self.name, host=host, port=port, rank=i + 1, world=world, backend=self.backend)
+                  for i, a in enumerate(self.actors)]
         self.group = process_group(host, port, 0, world, self.backend)
         ray.get(joined)
 
@@ -133,7 +138,7 @@ class BroadcastSync:
                 "load_seconds_max": max(load_seconds, default=0.0), "version": version}
 
     def _broadcast(self, layout: Layout, flat: dict[str, Tensor], version: int) -> list[float]:
-        loads = [a.receive_weights.remote(layout, version) for a in self.actors]
+        loads = [a.receive_weights.remote(self.name, layout, version) for a in self.actors]
         for dtype in flat_sizes(layout):
             self.group.broadcast(flat[dtype].to(self.device), 0).wait()
         return ray.get(loads)
