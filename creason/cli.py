@@ -9,6 +9,7 @@ from pathlib import Path
 from creason.config import ConfigError, dump_config, load_config
 from creason.data.dictionary import DictionaryError
 from creason.data.registry import RegistryError
+from creason.paths import question_build_dir
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def cmd_build_questions(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     manifest = build_question_set(cfg)
-    print_build_summary(manifest, Path(cfg.output_dir) / "questions")
+    print_build_summary(manifest, question_build_dir(cfg.output_dir))
     return 0
 
 

@@ -57,6 +57,6 @@ def smollm2_dir():
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_dir, tmp_path_factory):
     """A random 2-layer Llama with the SmolLM2 tokenizer (and chat template)."""
-    from creason.models.tiny import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", smollm2_dir)

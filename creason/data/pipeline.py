@@ -35,6 +35,7 @@ from creason.data.questions import QuestionPlan, build_questions, make_plan
 from creason.data.rand import uniform
 from creason.data.registry import BadCell, RegistryError, read_registry_file, rejection_records
 from creason.data.stats import compute_stats
+from creason.paths import question_build_dir
 from creason.raycluster import connect
 from creason.timing import PhaseTimer
 
@@ -238,7 +239,7 @@ def write_questions(cfg: CreasonConfig, plan: QuestionPlan, files: list[str], ou
 
 def build_question_set(cfg: CreasonConfig) -> dict:
     """Run all phases; returns the manifest (also written as `manifest.json`)."""
-    out = Path(cfg.output_dir) / "questions"
+    out = question_build_dir(cfg.output_dir)
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     dictionary = load_registry_dictionary(cfg)

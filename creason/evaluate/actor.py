@@ -18,12 +18,12 @@ class EvalWorker:
     def __init__(self, model_path: str, engine_kwargs: dict, num_threads: int = 1):
         import torch
 
-        from creason.rollout.engine import VllmEngine, resolve_dtype
+        from creason.rollout.engine import DEFAULT_MAX_MODEL_LEN, VllmEngine, resolve_dtype
 
         torch.set_num_threads(num_threads)  # before the engine: vLLM's CPU worker makes it a no-op after
         self.dtype = resolve_dtype(engine_kwargs.get("dtype", "float32"))  # "auto": decided on this actor's node
         self.engine = VllmEngine(model_path, num_threads=num_threads, **{**engine_kwargs, "dtype": self.dtype})
-        self.max_model_len = engine_kwargs.get("max_model_len", 1024)
+        self.max_model_len = engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN)
 
     def ready(self) -> str:
         """Returns once the engine has started: its dtype."""

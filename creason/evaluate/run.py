@@ -15,18 +15,10 @@ from creason.evaluate.outputs import question_records, read_metrics, to_json, wr
 from creason.evaluate.questions import EvalQuestion, answer_counts, load_questions
 from creason.evaluate.report import pct, pick_examples, render_report
 from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
+from creason.paths import latest_policy, questions_dir, resolve_model_path
 
 #: `answerer(model_path, questions) -> (answers in question order, run stats)`.
 Answerer = Callable[[str, list[EvalQuestion]], tuple[list, dict]]
-
-
-def latest_policy(output_dir: str | Path) -> tuple[int, Path] | None:
-    """(step, policy folder) of the complete training checkpoint of highest step under
-    `<output_dir>/ray_train` (layout of `creason.train.checkpoint`: step_N/policy)."""
-    from creason.train.checkpoint import checkpoint_step, latest_checkpoint
-
-    found = latest_checkpoint(Path(output_dir) / "ray_train")
-    return None if found is None else (checkpoint_step(found), found / "policy")
 
 
 def _label(entry: str) -> tuple[str, str]:
@@ -43,8 +35,6 @@ def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
     if cfg.evaluate.models:
         models = [_label(m) for m in cfg.evaluate.models]
     else:
-        from creason.train.run import resolve_model_path
-
         models = [("base model", resolve_model_path(cfg))]
         if (found := latest_policy(cfg.output_dir)) is not None:
             models.append((f"trained (step {found[0]})", str(found[1])))
@@ -54,10 +44,6 @@ def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
         seen[label] = seen.get(label, 0) + 1
         unique.append((label if seen[label] == 1 else f"{label} ({seen[label]})", path))
     return unique
-
-
-def questions_dir(cfg: CreasonConfig) -> Path:
-    return Path(cfg.evaluate.questions_dir or cfg.train.questions_dir or Path(cfg.output_dir) / "questions")
 
 
 def metrics_path(cfg: CreasonConfig) -> Path | None:
@@ -89,7 +75,7 @@ def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer
 def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the evaluation of `cfg.evaluate`; returns the results (also in results.json)."""
     e = cfg.evaluate
-    qdir = questions_dir(cfg)
+    qdir = questions_dir(cfg, cfg.evaluate.questions_dir)
     questions = load_questions(qdir, e.split, e.question_kinds, e.max_questions, e.seed)
     if not questions:
         raise ValueError(f"no {'/'.join(e.question_kinds)} questions in the {e.split} split of {qdir}")

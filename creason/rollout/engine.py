@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from creason.rollout.types import ChatPrompt, Completion, GenerationStats, SamplingSpec
 
 DEFAULT_KV_CACHE_BYTES = 256 * 1024**2
+DEFAULT_MAX_MODEL_LEN = 2048  # as rollout.max_model_len and evaluate.max_model_len in creason.config
 
 #: vLLM `dtype` of each creason precision (`model.precision`, `evaluate.precision`).
 ENGINE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "auto": "auto"}
@@ -84,7 +85,7 @@ class VllmEngine:
         self,
         model_path: str,
         dtype: str = "float32",
-        max_model_len: int = 1024,
+        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
         kv_cache_memory_bytes: int | None = DEFAULT_KV_CACHE_BYTES,
         seed: int = 0,
         enforce_eager: bool | None = None,

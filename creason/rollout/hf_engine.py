@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from creason.rollout.engine import encode_chat
+from creason.rollout.engine import DEFAULT_MAX_MODEL_LEN, encode_chat
 from creason.rollout.types import ChatPrompt, Completion, GenerationStats, SamplingSpec
 
 
@@ -25,7 +25,7 @@ class HfEngine:
         self,
         model_path: str,
         dtype: str = "float32",
-        max_model_len: int = 1024,
+        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
         seed: int = 0,
         num_threads: int | None = None,
         **_ignored: Any,  # vLLM-only options (kv_cache_memory_bytes, ...), so one config fits both

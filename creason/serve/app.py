@@ -85,10 +85,10 @@ class ServerSettings(BaseModel):
 
 def server_settings(cfg: CreasonConfig) -> ServerSettings:
     """Resolve the model folder (a checkpoint's `policy/`) and load the question plan, if any."""
-    from creason.train.run import resolve_model_path
+    from creason.paths import questions_dir, resolve_model_path
 
     model = resolve_model_folder(cfg.serve.model_path or resolve_model_path(cfg))
-    questions = Path(cfg.serve.questions_dir or cfg.train.questions_dir or Path(cfg.output_dir) / "questions")
+    questions = questions_dir(cfg, cfg.serve.questions_dir)
     registry = RegistryContext.load(questions) if (questions / MANIFEST_FILE).is_file() else None
     if registry is None:
         logger.warning("no question build at %s: /v1/registry/predict will answer 404", questions)

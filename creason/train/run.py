@@ -8,19 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from creason.config import CreasonConfig
+from creason.paths import checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
 
 
-def resolve_model_path(cfg: CreasonConfig) -> str:
-    if cfg.model.path:
-        return cfg.model.path
-    from creason.models.fetch import fetch_default_model
-
-    return str(fetch_default_model())
-
-
 def resolve_questions_dir(cfg: CreasonConfig) -> str:
-    return str(Path(cfg.train.questions_dir or Path(cfg.output_dir) / "questions").resolve())
+    """The training questions (`creason.paths.questions_dir`), absolute: the workers run elsewhere."""
+    return str(questions_dir(cfg).resolve())
 
 
 def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
@@ -50,7 +44,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
     model_path = resolve_model_path(cfg)
-    storage = Path(cfg.output_dir) / "ray_train"
+    storage = checkpoint_root(cfg.output_dir)
     if not resume and (storage / "grpo").exists():
         raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
     t = cfg.train

@@ -1,7 +1,7 @@
 """One GRPO update of the policy on a batch of rollouts, through a DeepSpeed-like engine. No Ray.
 
 The engine is a DeepSpeed engine built by `creason.train.engine.build_deepspeed_engine`, or a
-`TorchEngine` (a plain model + optimizer with the same methods, for tests and local runs). Used:
+`TorchEngine` (a plain model + optimizer with the same methods; tests and ray_jobs/gpu_check.py). Used:
 `engine(**inputs)`, `engine.device`, `engine.backward(loss, scale_wrt_gas=False)`, `engine.step()`,
 and, when present, `engine.get_global_grad_norm()` and `engine.get_lr()`. Micro-batches move to
 the engine's device one at a time; the batch itself may stay on the CPU.
@@ -16,19 +16,16 @@ counts (`creason.algo.aggregate`), so the parts of all ranks add up to the globa
 averages gradients over the N ranks, so each rank backpropagates N times its part: the averaged
 gradient is the gradient of the global loss, as verl's `agg_loss(..., dp_size=N)`.
 
-old_logp_source:
-- "trainer" (default, standard GRPO): the ratio's denominator is the policy's own log-prob before
-  the update. It equals the detached log-prob of pass 1 (no step has happened yet within it), so it
-  costs no extra forward pass; on pass 1 the ratio is exactly 1 and the gradient is the plain policy
-  gradient; passes 2..mu are clipped PPO steps against it.
-- "sampler": the sampler's log-probs (vLLM's); the ratio then also corrects for a sampler/trainer
-  numerical mismatch (an importance weight), and clipping bites already on pass 1.
+The ratio's denominator (standard GRPO) is the policy's own log-prob before the update. It equals
+the detached log-prob of pass 1 (no step has happened yet within it), so it costs no extra forward
+pass; on pass 1 the ratio is exactly 1 and the gradient is the plain policy gradient; passes 2..mu
+are clipped PPO steps against it. The sampler's log-probs (vLLM's) enter only through `tis_cap`.
 
-Truncated importance sampling (`tis_cap` = C, with old_logp_source "trainer"): the policy-gradient
-term of each token is weighted by min(exp(trainer logp - sampler logp), C), detached, with the
-trainer's log-prob before the update: the gradient is then that of the sampler's distribution, the
-one the rollouts came from, with the weight truncated at C to bound its variance (metric
-`tis_truncated_frac`: share of tokens whose weight was cut to C).
+Truncated importance sampling (`tis_cap` = C): the policy-gradient term of each token is weighted
+by min(exp(trainer logp - sampler logp), C), detached, with the trainer's log-prob before the
+update: the gradient is then that of the sampler's distribution, the one the rollouts came from,
+with the weight truncated at C to bound its variance (metric `tis_truncated_frac`: share of tokens
+whose weight was cut to C).
 
 The `mismatch` metric, mean |sampler logp - trainer logp| over response tokens before any update,
 should be near 0 (float noise): a large value means the sampler does not run the trainer's
@@ -52,9 +49,6 @@ from creason.algo import LossUnits, clipped_policy_loss, truncated_is_weights
 from creason.train.batch import RolloutBatch, micro_batches
 from creason.train.collectives import collective_device
 from creason.train.policy import sequence_logprobs
-
-OLD_LOGP_SOURCES = ("trainer", "sampler")
-
 
 class TorchEngine:
     """A torch model + optimizer (+ LR scheduler) with the DeepSpeed engine methods used here.
@@ -167,12 +161,11 @@ def grpo_update(
     mu: int = 1,
     micro_batch_size: int,
     eps_low: float = 0.2,
-    eps_high: float = 0.28,
+    eps_high: float = 0.2,
     beta: float = 0.0,
     agg: str = "token-mean",
     kl_estimator: str = "k3",
     temperature: float = 1.0,
-    old_logp_source: str = "trainer",
     share_prompts: bool = False,
     clip_ratio_c: float | None = None,
     tis_cap: float | None = None,
@@ -193,13 +186,8 @@ def grpo_update(
     trainer| log-prob before the update); grad_norm (mean over passes, when the engine reports it);
     lr (of the first step); tokens; seconds.
     """
-    if old_logp_source not in OLD_LOGP_SOURCES:
-        raise ValueError(f"old_logp_source must be one of {OLD_LOGP_SOURCES}, got {old_logp_source!r}")
     if mu < 1:
         raise ValueError(f"mu must be >= 1, got {mu}")
-    if tis_cap is not None and old_logp_source != "trainer":
-        raise ValueError("tis_cap weighs the trainer's ratio by pi_trainer / pi_sampler: it needs old_logp_source "
-                         "'trainer' (with 'sampler' the ratio already divides by the sampler's probability)")
     if agg == "seq-mean-token-sum-norm" and loss_norm_tokens is None:
         raise ValueError("seq-mean-token-sum-norm needs loss_norm_tokens (Dr. GRPO's constant, the max completion length)")
     if not torch.isfinite(batch.advantages).all():
@@ -210,7 +198,7 @@ def grpo_update(
     world = world_size()
     units = global_loss_units(batch.response_mask, loss_norm_tokens, device)  # the one all-reduce
     chunks = [c.to(device) for c in micro_batches(batch, micro_batch_size)]
-    old_logps: list[Tensor] = [c.old_logp for c in chunks]  # replaced on pass 1 for "trainer"
+    old_logps: list[Tensor | None] = [None] * len(chunks)  # the policy's before the update: set on pass 1
     is_weights: list[Tensor | None] = [None] * len(chunks)  # set on pass 1 with tis_cap
     sums: dict[str, float] = {}
     mismatch_sum, mismatch_max, entropy_sum, tis_truncated, grad_norms = 0.0, 0.0, 0.0, 0.0, []
@@ -225,8 +213,7 @@ def grpo_update(
                 if tis_cap is not None:
                     is_weights[k], cut = truncated_is_weights(logp, chunk.old_logp, tis_cap)
                     tis_truncated += float((cut & chunk.response_mask.bool()).sum())
-                if old_logp_source == "trainer":
-                    old_logps[k] = logp.detach()
+                old_logps[k] = logp.detach()
             loss, metrics = clipped_policy_loss(
                 logp, old_logps[k], chunk.advantages, chunk.response_mask, eps_low, eps_high,
                 ref_logp=chunk.ref_logp, beta=beta, agg=agg, kl_estimator=kl_estimator, units=units,

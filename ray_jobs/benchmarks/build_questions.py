@@ -4,7 +4,7 @@ Each run is `creason build-questions` in its own process (a fresh local Ray clus
 monitor samples the summed PSS of that process and all its descendants (driver, raylet, GCS,
 workers, object store): the peak memory of the whole cluster.
 
-    python ray_jobs/benchmarks/build_questions.py --patients 100000 --million --out docs/bench_build.json
+    python ray_jobs/benchmarks/build_questions.py --patients 100000 --million --out docs/benchmarks/build.json
     python ray_jobs/benchmarks/build_questions.py --scaling-patients 3000000   # fixed costs per phase amortised
 
 Prints a Markdown table; compare ratios from one run (the machine is shared and noisy).

@@ -12,7 +12,7 @@ part after step 1. `--frozen-weights` runs the loop with a learning rate too sma
 float32 weight (every phase still runs, the sync included): both then sample the same tokens, and
 loop/standalone measures only what the loop costs generation.
 
-    python ray_jobs/benchmarks/grpo_step.py --config quickstart --steps 5 --out docs/bench_grpo_step.json
+    python ray_jobs/benchmarks/grpo_step.py --config quickstart --steps 5 --out docs/benchmarks/grpo_step.json
 """
 
 from __future__ import annotations

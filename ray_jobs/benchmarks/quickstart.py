@@ -2,7 +2,7 @@
 time and the peak memory of its whole process tree (driver, local Ray cluster, vLLM actors,
 DeepSpeed workers, Serve replica), sampled every 0.5 s.
 
-    python ray_jobs/benchmarks/quickstart.py --out docs/bench_quickstart.json --log docs/quickstart_run.log
+    python ray_jobs/benchmarks/quickstart.py --out docs/benchmarks/quickstart.json --log docs/quickstart_run.log
 
 Targets (issues 3 and 6): under 30 minutes and under 12 GiB peak on a 2-core, 24 GiB machine.
 """

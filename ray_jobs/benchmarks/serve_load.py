@@ -1,6 +1,6 @@
 """Load on the Serve endpoint, compared with vLLM's own OpenAI server on the same model and cores.
 
-    python ray_jobs/benchmarks/serve_load.py --out docs/bench_serve.json
+    python ray_jobs/benchmarks/serve_load.py --out docs/benchmarks/serve.json
 
 Loopback only (127.0.0.1), bounded: at each concurrency level a fixed number of chat requests
 (non-streaming, greedy, `--max-tokens` each), then it stops by itself. Phases:
@@ -12,7 +12,7 @@ Loopback only (127.0.0.1), bounded: at each concurrency level a fixed number of 
 3. `python -m vllm.entrypoints.openai.api_server` on the same model, engine settings, thread
    binding and load.
 
-    python ray_jobs/benchmarks/serve_load.py --kill-replica --out docs/bench_serve_kill.json
+    python ray_jobs/benchmarks/serve_load.py --kill-replica --out docs/benchmarks/serve_kill.json
 
 instead runs 2 replicas under a steady load (`--clients` clients sending requests back to back),
 kills one with `creason.faults` (`--fault replica`: the replica process; `engine_core`: its vLLM

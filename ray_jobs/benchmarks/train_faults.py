@@ -4,7 +4,7 @@ model) with $CREASON_FAULT_REPORT set, so that each test records the steps recor
 kill, the step resumed from, the seconds until the next new step and until the end, and whether
 batches and final weights equal the uninterrupted run's; prints them as a Markdown table.
 
-    python ray_jobs/benchmarks/train_faults.py --out docs/bench_train_faults.json
+    python ray_jobs/benchmarks/train_faults.py --out docs/benchmarks/train_faults.json
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ import pytest
 import ray
 from safetensors.torch import load_file
 
-from creason.models.tiny import build_tiny_model
 from creason.rollout.actor import _contiguous_chunks, create_rollout_actors, generate_on_actors, wait_ready
 from creason.rollout.hf_engine import HfEngine
 from creason.rollout.sync import make_weight_sync, retry_while_restarting
 from creason.rollout.sync.object_store import ObjectStoreSync
 from creason.rollout.types import SamplingSpec, StaleWeightsError
+from tests.tiny_model import build_tiny_model
 
 PROMPTS = [[{"role": "user", "content": f"Patient {i}: lactate {i + 1}.5 mmol/L. Septic shock? A) Yes B) No"}] for i in range(3)]
 GREEDY = SamplingSpec(n=1, temperature=0.0, max_tokens=8)

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from creason.models.tiny import build_tiny_model
 from creason.rollout.engine import VllmEngine, encode_chat
 from creason.rollout.types import SamplingSpec
+from tests.tiny_model import build_tiny_model
 
 PROMPTS = [
     [{"role": "system", "content": "You are a clinician."}, {"role": "user", "content": "Lactate 4.5, MAP 58. Septic shock? A) Yes B) No"}],

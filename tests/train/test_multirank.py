@@ -30,7 +30,6 @@ CASES = {
     "seq-mean-token-sum": dict(agg="seq-mean-token-sum", **ALL_ON),
     "seq-mean-token-sum-norm": dict(agg="seq-mean-token-sum-norm", **ALL_ON),
     "token-mean-plain": dict(agg="token-mean", mu=1, beta=0.0),
-    "sampler-ratio": dict(agg="seq-mean-token-mean", mu=2, beta=0.0, old_logp_source="sampler"),
 }
 LR = 0.05
 

@@ -66,11 +66,10 @@ def test_gradient_does_not_depend_on_micro_batch_size(tiny_model_dir, agg):
         torch.testing.assert_close(results[0][k], results[1][k], atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("source", ["trainer", "sampler"])
-def test_several_passes_clip(tiny_model_dir, source):
+def test_several_passes_clip(tiny_model_dir):
     engine = torch_engine(tiny_model_dir, lr=1e-2)
     batch = random_batch()
-    m = grpo_update(engine, batch, mu=3, micro_batch_size=2, old_logp_source=source, **KW)
+    m = grpo_update(engine, batch, mu=3, micro_batch_size=2, **KW)
     assert math.isfinite(m["loss"])
     assert m["clip_frac_low"] + m["clip_frac_high"] > 0  # the ratio moved off 1 after the first step
 
@@ -88,11 +87,6 @@ def test_reference_logprobs_and_kl(tiny_model_dir):
     assert 0.0 <= m["kl"] < 1e-6  # the policy is the reference before its first step
     m = grpo_update(engine, batch, mu=1, micro_batch_size=4, **{**KW, "beta": 0.1})
     assert m["kl"] > 1e-4 and m["loss"] == pytest.approx(m["pg_loss"] + 0.1 * m["kl"])
-
-
-def test_rejects_unknown_old_logp_source(tiny_model_dir):
-    with pytest.raises(ValueError):
-        grpo_update(None, random_batch(), micro_batch_size=1, old_logp_source="vllm")
 
 
 def test_shared_prompt_update_equals_the_plain_one(tiny_model_dir):
@@ -114,8 +108,6 @@ def test_shared_prompt_update_equals_the_plain_one(tiny_model_dir):
 
 
 def test_options_need_what_they_use(tiny_model_dir):
-    with pytest.raises(ValueError, match="old_logp_source"):
-        grpo_update(None, random_batch(), micro_batch_size=1, old_logp_source="sampler", tis_cap=2.0)
     with pytest.raises(ValueError, match="loss_norm_tokens"):
         grpo_update(None, random_batch(), micro_batch_size=1, agg="seq-mean-token-sum-norm")
     bad = random_batch()
