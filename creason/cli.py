@@ -117,6 +117,42 @@ def _cmd_kill(args: argparse.Namespace) -> int:
     return cmd_kill(args)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Memory each role needs per device against what the cluster offers; exit 1 if it does not fit."""
+    import os
+
+    from creason import plan
+
+    cfg = load_config(args.config, args.overrides)
+    model = cfg.model.path
+    if model is None:
+        from creason.models.fetch import fetch_default_model
+
+        model = str(fetch_default_model(log=lambda m: print(m, file=sys.stderr)))
+    arch, source = plan.load_architecture(model)
+    if args.gpus is None and (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        import ray
+
+        from creason.raycluster import connect
+
+        connect(cfg.ray)
+        memory = [n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+        try:
+            offer = plan.offer_from_cluster(ray.cluster_resources(), memory, args.gpu_gib, args.host_gib)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        host = args.host_gib or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / plan.GIB
+        gpus, gpu_gib = args.gpus if args.gpus is not None else 8, args.gpu_gib or 80.0
+        given = "given" if args.gpus is not None else "one 8-GPU node assumed (--gpus, --gpu-gib)"
+        offer = plan.Offer(gpus, gpu_gib, host, f"{given}; host: {'given' if args.host_gib else 'this machine'}")
+    result = plan.plan_run(cfg, arch, offer, model=f"{model} ({source})", prompt_tokens=args.prompt_tokens)
+    print(plan.render(result))
+    for problem in result.problems:
+        print(f"creason plan: does not fit: {problem}", file=sys.stderr)
+    return 0 if result.fits else 1
+
+
 def cmd_generate_registry(args: argparse.Namespace) -> int:
     from creason.data.export import write_synthetic_registry
 
@@ -139,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", _cmd_serve, "serve a model as a Ray Serve endpoint (OpenAI-compatible + /v1/registry/predict)"),
         ("deploy", cmd_deploy, "deploy the endpoint onto a running cluster, ask it one question, and return"),
         ("kill", _cmd_kill, "fault injection: kill a training worker, rollout actor or Serve replica by role"),
+        ("plan", cmd_plan, "memory each role needs per device against the cluster's, before anything starts"),
         ("quickstart", cmd_pipeline, "every stage: questions, evaluate the base model, train, evaluate again, serve and ask"),
     ):
         p = sub.add_parser(name, help=text)
@@ -159,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "quickstart":
             p.add_argument("--fresh", action="store_true", help="delete output_dir first (an earlier run there stops it)")
             p.add_argument("--keep-serving", action="store_true", help="keep the endpoint up after the summary, until Ctrl-C")
+        if name == "plan":
+            p.add_argument("--gpus", type=int, default=None, help="GPUs offered (default: the connected cluster's, else 8)")
+            p.add_argument("--gpu-gib", type=float, default=None, help="memory of one GPU in GiB (default: 80)")
+            p.add_argument("--host-gib", type=float, default=None, help="host memory of a node in GiB (default: this machine's)")
+            p.add_argument("--prompt-tokens", type=int, default=None,
+                           help="prompt length trained on (default: rollout.max_model_len - rollout.max_new_tokens, the worst case)")
         if name == "serve":
             p.add_argument("--model", default=None, help="model folder or training checkpoint to serve (serve.model_path)")
     return parser
