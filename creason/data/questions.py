@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from creason.config import QuestionsConfig
+from creason.contracts import LETTERS
 from creason.data.dictionary import CODED_KINDS, Variable, VariableKind
 from creason.data.mixture import component_std
 from creason.data.prepare import KEY, SPLIT
@@ -25,7 +26,6 @@ from creason.data.render import RecordRenderer, concat, format_numbers, line_lab
 from creason.data.schema import QUESTION_SCHEMA, assemble_questions
 from creason.data.stats import RegistryStats
 
-LETTERS = "ABCDE"
 MASKED, OUTCOME = "masked_value", "outcome"
 _TARGET_STREAM = {MASKED: 100, OUTCOME: 200}
 _OPTION_STREAM = {MASKED: 1_000, OUTCOME: 2_000}

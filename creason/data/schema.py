@@ -1,36 +1,45 @@
-"""The Parquet schema of question rows (mirrors `creason.contracts.Question`) and its assembly
-from column arrays."""
+"""The Parquet schema of question rows (`creason.contracts.Question` in verl's layout; checked
+against it by tests/test_contracts.py), its assembly from column arrays (the data stage), and the
+one loader that every other stage reads questions with."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from creason.contracts import ABILITY, Question
 from creason.data.render import concat
 
 if TYPE_CHECKING:
     from creason.data.dictionary import Variable
     from creason.data.questions import QuestionPlan
 
-ABILITY = "clinical_reasoning"
+QUESTION_KINDS = ("masked_value", "outcome")
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-EXTRA_INFO = pa.struct(
-    [
-        ("question_id", pa.string()),
-        ("patient", pa.string()),
-        ("split", pa.string()),
-        ("question_kind", pa.string()),
-        ("variable", pa.string()),
-        ("display_name", pa.string()),
-        ("section", pa.string()),
-        ("variable_kind", pa.string()),
-        ("options", pa.list_(pa.string())),
-        ("answer_text", pa.string()),
-        ("answer_value", pa.float64()),
-    ]
-)
+
+
+def arrow_type(annotation) -> pa.DataType:
+    """The Arrow type of a `Question` field: str and Literal[str, ...] -> string, float | None ->
+    float64, list[str] -> list<string>."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is str or origin is typing.Literal:
+        return pa.string()
+    if origin in (typing.Union, types.UnionType) and set(args) == {float, type(None)}:
+        return pa.float64()
+    if origin is list and args == (str,):
+        return pa.list_(pa.string())
+    raise TypeError(f"no Arrow type for {annotation!r}: extend arrow_type")
+
+
+# derived from the record: a field added to `Question` is a column here (and `assemble_questions` must fill it)
+EXTRA_INFO = pa.struct([(name, arrow_type(Question.model_fields[name].annotation)) for name in Question.info_fields()])
 QUESTION_SCHEMA = pa.schema(
     [
         ("data_source", pa.string()),
@@ -78,3 +87,25 @@ def assemble_questions(*, plan: "QuestionPlan", kind: str, variable: "Variable",
         [const(plan.config.data_source), chat_prompts(plan.config.system_prompt, user), const(ABILITY), reward, extra],
         schema=QUESTION_SCHEMA,
     )
+
+
+def split_dir(questions_dir: str | Path, split: str) -> Path:
+    """`questions_dir/split`, which must hold question shards."""
+    folder = Path(questions_dir) / split
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        raise FileNotFoundError(f"no question shards in {folder}: run `creason build-questions` first")
+    return folder
+
+
+def load_questions(questions_dir: str | Path, split: str = "test", kinds: Iterable[str] = QUESTION_KINDS,
+                   max_questions: int | None = None, seed: int = 0) -> list[Question]:
+    """Questions of `split` of the given kinds, ordered by question_id (shard order does not
+    matter); with `max_questions`, a seeded random subset of that size, kept in that order."""
+    table = pq.read_table(split_dir(questions_dir, split))
+    info = table.column("extra_info").combine_chunks()
+    table = table.filter(pc.is_in(info.field("question_kind"), value_set=pa.array(list(kinds), type=pa.string())))
+    rows = sorted(table.to_pylist(), key=lambda r: r["extra_info"]["question_id"])
+    if max_questions is not None and max_questions < len(rows):
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_questions, replace=False))
+        rows = [rows[i] for i in keep]
+    return [Question.from_row(r) for r in rows]

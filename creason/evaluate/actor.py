@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import ray
 
+from creason.contracts import Question
 from creason.evaluate.protocol import ModelAnswer, answer_questions
-from creason.evaluate.questions import EvalQuestion
 
 
 class EvalWorker:
@@ -29,7 +29,7 @@ class EvalWorker:
         """Returns once the engine has started: its dtype."""
         return self.dtype
 
-    def answer(self, questions: list[EvalQuestion], max_new_tokens: int) -> tuple[list[ModelAnswer], dict]:
+    def answer(self, questions: list[Question], max_new_tokens: int) -> tuple[list[ModelAnswer], dict]:
         """The protocol's answers to `questions`, and {"questions", "tokens", "seconds", "reasoning_s", "forced_s"}."""
         start, timings = time.perf_counter(), {}
         answers = answer_questions(self.engine.llm, self.engine.tokenizer, questions, max_new_tokens, self.max_model_len,
@@ -44,7 +44,7 @@ def create_eval_actors(n: int, model_path: str, engine_kwargs: dict, num_cpus: f
     return [cls.remote(str(model_path), engine_kwargs, max(1, int(num_cpus))) for _ in range(n)]
 
 
-def answer_on_actors(actors: list, questions: list[EvalQuestion], max_new_tokens: int, batch_size: int = 16,
+def answer_on_actors(actors: list, questions: list[Question], max_new_tokens: int, batch_size: int = 16,
                      progress: Callable[[int, int, float], None] | None = None) -> tuple[list[ModelAnswer], dict]:
     """Answers in question order. Batches go to whichever actor is free (two queued per actor, so
     none idles between batches); `progress(done, total, seconds)` is called after each batch."""
@@ -105,7 +105,7 @@ class ActorAnswerer:
         self.num_cpus, self.num_gpus, self.log = num_cpus, num_gpus, log
         self.ready_timeout_s = 900.0  # a 14B model's engine on a GPU takes minutes; CPUs never do
 
-    def __call__(self, model_path: str, questions: list[EvalQuestion]) -> tuple[list[ModelAnswer], dict]:
+    def __call__(self, model_path: str, questions: list[Question]) -> tuple[list[ModelAnswer], dict]:
         start = time.perf_counter()
         actors = create_eval_actors(self.num_actors, model_path, self.engine_kwargs, self.num_cpus, self.num_gpus)
         try:

@@ -7,16 +7,16 @@ from collections import Counter
 
 import numpy as np
 
-from creason.evaluate.questions import EvalQuestion
+from creason.contracts import Question
 
 
-def chance_levels(questions: list[EvalQuestion]) -> np.ndarray:
+def chance_levels(questions: list[Question]) -> np.ndarray:
     """1 / number of options per question (n,): a uniform guess's probability of being right.
     Its mean is the expected accuracy of random guessing."""
     return np.array([1.0 / len(q.options) for q in questions])
 
 
-def random_letters(questions: list[EvalQuestion], seed: int) -> list[str]:
+def random_letters(questions: list[Question], seed: int) -> list[str]:
     """One seeded uniform draw among each question's valid letters."""
     rng = np.random.default_rng(seed)
     return [q.letters[int(rng.integers(len(q.letters)))] for q in questions]
@@ -31,7 +31,7 @@ def majority_texts(train_counts: dict[str, Counter]) -> dict[str, str]:
     return {var: min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] for var, counts in train_counts.items()}
 
 
-def majority_letters(questions: list[EvalQuestion], majority: dict[str, str], seed: int) -> tuple[list[str], np.ndarray]:
+def majority_letters(questions: list[Question], majority: dict[str, str], seed: int) -> tuple[list[str], np.ndarray]:
     """Per question: the letter of its variable's training majority answer when that text is an
     option, else a seeded random valid letter. Also returns which questions had it as an option
     (bool, (n,)), so a reader knows how often the baseline fell back to chance."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from creason.atomic import write_text_atomic as write_atomic
 
-from creason.evaluate.questions import EvalQuestion
+from creason.contracts import Question
 from creason.evaluate.scoring import System
 
 
@@ -28,7 +28,7 @@ def to_json(value) -> str:
     return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
 
 
-def question_records(questions: list[EvalQuestion], systems: list[System]) -> list[dict]:
+def question_records(questions: list[Question], systems: list[System]) -> list[dict]:
     """One record per question: what was asked, the right answer, and every system's answer
     (models with their reasoning, forced letter, boxed letter and letter log-probs)."""
     records = []

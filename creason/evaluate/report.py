@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from creason.evaluate.questions import EvalQuestion
+from creason.contracts import Question
 from creason.evaluate.scoring import CHANCE, DRAW, System
 
 BREAKDOWN_TITLES = {"question_kind": "By question kind", "section": "By record section",
@@ -29,7 +29,7 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def pick_examples(questions: list[EvalQuestion], systems: list[System], k: int, seed: int) -> list[int]:
+def pick_examples(questions: list[Question], systems: list[System], k: int, seed: int) -> list[int]:
     """Indices of `k` example questions, seeded: first where the models' answers differ, then
     where they are split between right and wrong, then any."""
     models = [s for s in systems if s.kind == "model"]
@@ -48,7 +48,7 @@ def pick_examples(questions: list[EvalQuestion], systems: list[System], k: int, 
     return chosen
 
 
-def render_report(results: dict, questions: list[EvalQuestion], systems: list[System], examples: list[int],
+def render_report(results: dict, questions: list[Question], systems: list[System], examples: list[int],
                   plots: dict[str, str]) -> str:
     """The whole report. `plots`: name -> file name next to the report ("overall", "section", "training")."""
     meta, conf = results["meta"], results["bootstrap"]["confidence"]
@@ -162,7 +162,7 @@ def _format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _examples(questions: list[EvalQuestion], systems: list[System], examples: list[int]) -> str:
+def _examples(questions: list[Question], systems: list[System], examples: list[int]) -> str:
     if not examples:
         return ""
     models = [s for s in systems if s.kind == "model"]

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Callable
 
 from creason.config import CreasonConfig
+from creason.contracts import Question
+from creason.data.schema import load_questions
 from creason.evaluate.outputs import question_records, read_metrics, to_json, write_atomic, write_jsonl
-from creason.evaluate.questions import EvalQuestion, answer_counts, load_questions
+from creason.evaluate.questions import answer_counts
 from creason.evaluate.report import pct, pick_examples, render_report
 from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
 from creason.paths import latest_policy, questions_dir, resolve_model_path
 
 #: `answerer(model_path, questions) -> (answers in question order, run stats)`.
-Answerer = Callable[[str, list[EvalQuestion]], tuple[list, dict]]
+Answerer = Callable[[str, list[Question]], tuple[list, dict]]
 
 
 def _label(entry: str) -> tuple[str, str]:
@@ -103,7 +105,7 @@ def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable
     return results
 
 
-def write_outputs(out: Path, results: dict, questions: list[EvalQuestion], systems: list[System],
+def write_outputs(out: Path, results: dict, questions: list[Question], systems: list[System],
                   training: list[dict], n_examples: int, seed: int) -> dict[str, Path]:
     """Plots, answers.jsonl, report.md and results.json (last: its presence means all are there)."""
     from creason.evaluate.plots import plot_by_section, plot_overall, plot_training_curve

@@ -11,13 +11,13 @@ from typing import Callable
 
 import numpy as np
 
+from creason.contracts import Question
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
 from creason.evaluate.protocol import ModelAnswer
-from creason.evaluate.questions import EvalQuestion
 from creason.evaluate.stats import bootstrap_ci, mcnemar
 
 #: Breakdowns reported beside the overall accuracy: name -> the group of a question.
-BREAKDOWNS: dict[str, Callable[[EvalQuestion], str]] = {
+BREAKDOWNS: dict[str, Callable[[Question], str]] = {
     "question_kind": lambda q: q.question_kind,
     "section": lambda q: q.section,
     "variable_kind": lambda q: q.variable_kind,
@@ -43,12 +43,12 @@ class System:
     run: dict = field(default_factory=dict)  # timing of a model's run
 
 
-def correctness(questions: list[EvalQuestion], letters: list[str | None]) -> np.ndarray:
+def correctness(questions: list[Question], letters: list[str | None]) -> np.ndarray:
     """1.0 where the letter is the question's ground truth (None is wrong), (n,)."""
     return np.array([float(x == q.ground_truth) for q, x in zip(questions, letters)])
 
 
-def baseline_systems(questions: list[EvalQuestion], train_counts: dict[str, Counter], seed: int) -> list[System]:
+def baseline_systems(questions: list[Question], train_counts: dict[str, Counter], seed: int) -> list[System]:
     """Expected chance, one seeded random draw, and the training majority answer per variable."""
     draw = random_letters(questions, seed)
     majority, hit = majority_letters(questions, majority_texts(train_counts), seed + 1)
@@ -63,7 +63,7 @@ def baseline_systems(questions: list[EvalQuestion], train_counts: dict[str, Coun
     ]
 
 
-def model_system(name: str, path: str, questions: list[EvalQuestion], answers: list[ModelAnswer],
+def model_system(name: str, path: str, questions: list[Question], answers: list[ModelAnswer],
                  run: dict | None = None) -> System:
     """A model scored by its forced letters (the protocol's answer)."""
     got = [a.question_id for a in answers]
@@ -82,7 +82,7 @@ def summary(correct: np.ndarray, n_samples: int, confidence: float, seed: int) -
             "ci_low": low, "ci_high": high}
 
 
-def groups(questions: list[EvalQuestion], key: Callable[[EvalQuestion], str]) -> dict[str, np.ndarray]:
+def groups(questions: list[Question], key: Callable[[Question], str]) -> dict[str, np.ndarray]:
     """Question indices per group, groups sorted by name."""
     out: dict[str, list[int]] = {}
     for i, q in enumerate(questions):
@@ -90,7 +90,7 @@ def groups(questions: list[EvalQuestion], key: Callable[[EvalQuestion], str]) ->
     return {g: np.array(out[g]) for g in sorted(out)}
 
 
-def model_diagnostics(questions: list[EvalQuestion], answers: list[ModelAnswer], boot: dict) -> dict:
+def model_diagnostics(questions: list[Question], answers: list[ModelAnswer], boot: dict) -> dict:
     """The `\\boxed{}` parse next to the forced letter, and how the reasoning ended."""
     boxed = [a.boxed for a in answers]
     present = [b is not None for b in boxed]
@@ -105,7 +105,7 @@ def model_diagnostics(questions: list[EvalQuestion], answers: list[ModelAnswer],
     }
 
 
-def score_system(questions: list[EvalQuestion], system: System, boot: dict) -> dict:
+def score_system(questions: list[Question], system: System, boot: dict) -> dict:
     """All numbers of one system: overall, per breakdown, and (models) diagnostics."""
     out = {"name": system.name, "kind": system.kind, "path": system.path, "note": system.note,
            "overall": summary(system.correct, **boot), "breakdowns": {}}
@@ -130,7 +130,7 @@ def compare(a: System, b: System, boot: dict) -> dict:
             "difference": float(np.mean(a.correct - b.correct)), "difference_ci_low": low, "difference_ci_high": high}
 
 
-def score_systems(questions: list[EvalQuestion], systems: list[System], n_samples: int = 1000,
+def score_systems(questions: list[Question], systems: list[System], n_samples: int = 1000,
                   confidence: float = 0.95, seed: int = 0) -> dict:
     """The results of an evaluation (without file paths): systems, comparisons, question counts."""
     boot = {"n_samples": n_samples, "confidence": confidence, "seed": seed}

@@ -21,8 +21,8 @@ from pathlib import Path
 import ray
 
 from creason.config import RayConfig, load_config
+from creason.data.schema import load_questions
 from creason.evaluate.actor import answer_on_actors, create_eval_actors
-from creason.evaluate.questions import load_questions
 from creason.models.fetch import default_model_path
 from creason.raycluster import connect
 

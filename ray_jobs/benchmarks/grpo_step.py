@@ -36,7 +36,8 @@ def standalone_generation(cfg, questions_dir: str, steps: int) -> dict:
 
     from creason.rollout.actor import generate_on_actors, wait_ready
     from creason.rollout.types import step_sampling
-    from creason.train.data import PromptStream, load_questions
+    from creason.data.schema import load_questions
+    from creason.train.data import PromptStream
     from creason.train.loop import rollout_sampling
     from creason.train.run import resolve_model_path, start_rollout_actors
 

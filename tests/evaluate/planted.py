@@ -1,4 +1,4 @@
-"""A planted question set with known answers, as `EvalQuestion`s and as Parquet shards in the
+"""A planted question set with known answers, as `Question`s and as Parquet shards in the
 pipeline's schema, and a fake model that always answers "A"."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from creason.contracts import LETTERS, Question
 from creason.data.schema import QUESTION_SCHEMA
 from creason.evaluate.protocol import ModelAnswer
-from creason.evaluate.questions import LETTERS, EvalQuestion
 
 SYSTEM = "You are a clinician."
 # (kind, variable, section, variable_kind, options, ground truth letter)
@@ -67,7 +67,7 @@ def write_planted(root: Path) -> Path:
     return root
 
 
-def fake_always_a_generate(model_path: str, questions: list[EvalQuestion]) -> tuple[list[ModelAnswer], dict]:
+def fake_always_a_generate(model_path: str, questions: list[Question]) -> tuple[list[ModelAnswer], dict]:
     """A FAKE model (no engine): reasons one line, boxes "A" on every third question (0, 3, 6, ...), and its
     forced answer is always "A"."""
     answers = [

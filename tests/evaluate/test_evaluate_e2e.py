@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from creason.config import load_config
+from creason.contracts import LETTERS
 from creason.evaluate.protocol import FORCE_SUFFIX, forced_prompt_ids, letter_token_ids
-from creason.evaluate.questions import LETTERS
 from creason.evaluate.run import default_answerer, evaluate
 from creason.rollout.engine import encode_chat
 

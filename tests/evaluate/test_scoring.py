@@ -8,8 +8,9 @@ import json
 import pytest
 
 from creason.config import load_config
+from creason.data.schema import load_questions
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
-from creason.evaluate.questions import answer_counts, load_questions
+from creason.evaluate.questions import answer_counts
 from creason.evaluate.run import evaluate, latest_policy, resolve_models
 from creason.train.checkpoint import mark_complete
 from creason.evaluate.scoring import baseline_systems, model_system, score_systems

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from creason.config import AlgorithmConfig
+from creason.contracts import Question
 from creason.rollout.types import Completion
-from creason.train.data import TrainQuestion
 from creason.train.rollouts import score_rollouts
 
 
@@ -15,13 +15,19 @@ def shaky_reward(completions, **kwargs):
     return [{"good": 1.0, "nan": math.nan, "inf": math.inf}.get(c, 0.0) for c in completions]
 
 
+def question(question_id: str) -> Question:
+    return Question(question_id=question_id, patient="0" * 16, split="train", question_kind="outcome", variable="death",
+                    display_name="Death", section="Outcomes", variable_kind="categorical", options=["W", "X", "Y", "Z"],
+                    answer_text="W", answer_value=None, messages=[], ground_truth="A", data_source="test")
+
+
 def completion(i: int, text: str) -> Completion:
     return Completion(prompt_index=i, token_ids=[7, 8], prompt_token_ids=[1, 2], text=text, logprobs=[-0.5, -0.5],
                       finish_reason="stop")
 
 
 def test_non_finite_rewards_scored_zero_and_counted():
-    questions = [TrainQuestion(question_id=f"q{i}", messages=[], ground_truth="A", num_options=4) for i in range(2)]
+    questions = [question(f"q{i}") for i in range(2)]
     # group 0: [1, NaN -> 0, 0, 1]: mean 0.5, unbiased std 0.577350 -> +-0.866025 (eps 1e-6: 0.866024)
     # group 1: [inf -> 0, 0, 0, 0]: all equal -> 0
     texts = [["good", "nan", "bad", "good"], ["inf", "bad", "bad", "bad"]]
@@ -33,7 +39,7 @@ def test_non_finite_rewards_scored_zero_and_counted():
 
 
 def test_advantage_eps_is_read_from_the_config():
-    questions = [TrainQuestion(question_id="q", messages=[], ground_truth="A", num_options=4)]
+    questions = [question("q")]
     completions = [[completion(0, t) for t in ["good", "bad", "bad", "good"]]]
     # 0.5 / (0.577350 + 0.0001) = 0.865875
     scored = score_rollouts(questions, completions, [(shaky_reward, 1.0)], AlgorithmConfig(advantage_eps=1e-4))
