@@ -284,22 +284,24 @@ def training_need(cfg, arch: Architecture, prompt_tokens: int, world: int | None
     """The training worker of `cfg` (a CreasonConfig); `world` replaces train.num_workers."""
     t, r = cfg.train, cfg.rollout
     world = world or t.num_workers
+    top = getattr(t, "trainable_layers", None)  # a config without the field trains every block
     gpu = t.gpus_per_worker > 0
     share = t.share_prompt_forward and t.zero_stage < 3 and not t.gradient_checkpointing  # loop.shares_prompt_forward
     terms = training_worker(
         arch, precision=cfg.model.precision, zero_stage=t.zero_stage, world=world, micro_batch=t.micro_batch_size,
         prompt_tokens=prompt_tokens, completion_tokens=r.max_new_tokens, group_size=r.group_size, share_prompt=share,
-        gradient_checkpointing=t.gradient_checkpointing, trainable_layers=t.trainable_layers,
+        gradient_checkpointing=t.gradient_checkpointing, trainable_layers=top,
         reference=cfg.algorithm.beta > 0, gpu=gpu)
     detail = (f"{cfg.model.precision}, ZeRO-{t.zero_stage} over {world}, micro-batch {t.micro_batch_size} x "
               f"({prompt_tokens} + {r.max_new_tokens}) tokens{', shared prompt' if share else ''}"
               f"{', gradient checkpointing' if t.gradient_checkpointing else ''}"
-              f"{f', top {t.trainable_layers} blocks train' if t.trainable_layers else ''}"
+              f"{f', top {top} blocks train' if top else ''}"
               f"{f', reference (beta {cfg.algorithm.beta:g})' if cfg.algorithm.beta > 0 else ''}")
     knobs = ", ".join(k for k, on in (
         ("train.num_workers", t.zero_stage > 0), ("train.zero_stage", t.zero_stage < 3),
         ("train.gradient_checkpointing", not t.gradient_checkpointing), ("train.micro_batch_size", t.micro_batch_size > 1),
-        ("train.trainable_layers", True), ("algorithm.beta (0: no reference)", cfg.algorithm.beta > 0)) if on)
+        ("train.trainable_layers", hasattr(t, "trainable_layers")),
+        ("algorithm.beta (0: no reference)", cfg.algorithm.beta > 0)) if on)
     runtime = GPU_TRAIN_RUNTIME_GIB if gpu else CPU_TRAIN_RUNTIME_GIB
     return Need("training worker", world, t.gpus_per_worker, _gib(terms, runtime), detail, knobs)
 
@@ -327,7 +329,7 @@ def plan_run(cfg, arch: Architecture, offer: Offer, *, model: str, prompt_tokens
                            precision=e.precision, kv_cache_gib=e.kv_cache_gib, section="evaluate")
     serve = engine_need("serve replica", arch, count=max(1, s.min_replicas), gpus_each=s.gpus_per_replica,
                         precision=s.dtype, kv_cache_gib=s.kv_cache_gib, section="serve")
-    plan = Plan(model, arch.params(), arch.trainable_params(cfg.train.trainable_layers), offer,
+    plan = Plan(model, arch.params(), arch.trainable_params(getattr(cfg.train, "trainable_layers", None)), offer,
                 [train, rollout, evaluate, serve])
     for need in plan.needs:
         plan.problems += device_problems(need, offer, cfg, arch, prompt_tokens)
@@ -373,9 +375,10 @@ def training_fixes(cfg, arch: Architecture, prompt_tokens: int, have: float) -> 
                            ("algorithm.beta", 0.0, cfg.algorithm.beta > 0)):
         if on and need_with(key, value) <= have:
             fixes.append(f"{key}={value} ({need_with(key, value):.1f} GiB)")
-    layers = [k for k in range(arch.layers - 1, 0, -1) if need_with("train.trainable_layers", k) <= have]
-    if layers and (t.trainable_layers is None or layers[0] < t.trainable_layers):
-        fixes.append(f"train.trainable_layers={layers[0]} ({need_with('train.trainable_layers', layers[0]):.1f} GiB)")
+    if hasattr(t, "trainable_layers"):
+        layers = [k for k in range(arch.layers - 1, 0, -1) if need_with("train.trainable_layers", k) <= have]
+        if layers and (t.trainable_layers is None or layers[0] < t.trainable_layers):
+            fixes.append(f"train.trainable_layers={layers[0]} ({need_with('train.trainable_layers', layers[0]):.1f} GiB)")
     return fixes
 
 
