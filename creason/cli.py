@@ -61,6 +61,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from creason.train.warmup import run_warmup
+
+    cfg = load_config(args.config, args.overrides)
+    summary = run_warmup(cfg, log=lambda m: print(m, flush=True))
+    print(f"\nwarmed-up model: {summary['model']} (`creason train --set warmup.enabled=true` starts from it)")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from creason.evaluate.cli_command import cmd_evaluate
 
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show-config", cmd_show_config, "print the resolved configuration as YAML"),
         ("build-questions", cmd_build_questions, "registry -> question Parquet shards on Ray Data"),
         ("generate-registry", cmd_generate_registry, "write the raw synthetic registry (with identifiers) to CSV or Parquet"),
+        ("warmup", cmd_warmup, "format warm-up: fine-tune the model on its own answers written as \\boxed{X}"),
         ("train", cmd_train, "GRPO on the built questions: vLLM rollout actors + Ray Train/DeepSpeed workers"),
         ("evaluate", _cmd_evaluate, "the study's protocol on held-out questions: accuracy, CIs, McNemar, report"),
         ("serve", _cmd_serve, "serve a model as a Ray Serve endpoint (OpenAI-compatible + /v1/registry/predict)"),

@@ -241,6 +241,11 @@ class TrainConfig(_Section):
     micro_batch_size: int = Field(
         4, ge=1, description="Sequences per forward/backward pass on a worker (the group size lets one pass share its prompt)."
     )
+    trainable_layers: int | None = Field(
+        None, ge=1, description="Train only the top k decoder blocks and the final norm (embeddings and lower blocks "
+        "frozen: they run without autograd, so a training pass costs ~1 forward of them instead of ~3); None: all. "
+        "Applies to GRPO and the warm-up."
+    )
     share_prompt_forward: bool = Field(
         True, description="Run the prompt a group's completions share once per micro-batch (its KV cache repeated), "
         "not once per completion: the same gradients for ~1/3 of the compute at G=4 on registry prompts. Ignored "
@@ -259,6 +264,26 @@ class TrainConfig(_Section):
         2, ge=-1, description="Times Ray Train restarts the worker group after a worker dies (-1: unlimited); it "
         "resumes from the latest checkpoint, so at most `checkpoint_every` steps are redone."
     )
+
+
+class WarmupConfig(_Section):
+    """Format warm-up before GRPO (`creason warmup`, creason/train/warmup.py): fine-tune the model on
+    its own answers written as `\\boxed{X}`, so that the study's reward can tell right from wrong."""
+
+    enabled: bool = Field(False, description="Run the warm-up in `creason quickstart` / the pipeline, and train from its model.")
+    answers: Literal["own", "ground_truth"] = Field(
+        "own", description="Letter boxed in each example: `own` (the model's own forced letter: format only, no "
+        "ground truth) or `ground_truth` (supervised fine-tuning: report it as such)."
+    )
+    questions: int = Field(256, ge=1, description="Training questions (of `train.question_kinds`) the examples come from.")
+    reasoning_tokens: int = Field(
+        0, ge=0, description="The model's own greedy reasoning kept before the boxed letter (0: the completion is "
+        "the boxed letter alone, which also makes GRPO's completions a few tokens long)."
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the examples.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step (over all workers).")
+    micro_batch_size: int = Field(4, ge=1, description="Examples per forward/backward pass on a worker.")
+    lr: float = Field(1e-5, gt=0, description="Learning rate (constant: one epoch of a few steps needs no schedule).")
 
 
 class EvalConfig(_Section):
@@ -280,7 +305,9 @@ class EvalConfig(_Section):
     max_questions: int | None = Field(
         None, ge=1, description="Ask a seeded random subset of this many questions; None: all of the split."
     )
-    max_new_tokens: int = Field(512, ge=1, description="Greedy reasoning tokens before the answer is forced.")
+    max_new_tokens: int = Field(
+        512, ge=0, description="Greedy reasoning tokens before the answer is forced (0: the letter right after the prompt)."
+    )
     max_model_len: int = Field(2048, ge=64, description="Prompt + reasoning + forced-answer tokens, at most, per engine.")
     kv_cache_gib: float = Field(0.25, gt=0, description="KV cache per engine, set explicitly (see rollout.kv_cache_gib).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -422,6 +449,7 @@ class CreasonConfig(_Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)

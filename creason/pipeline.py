@@ -1,5 +1,6 @@
-"""Every stage in order, on one Ray cluster: questions -> evaluate the base model -> GRPO ->
-evaluate again (base vs trained, with intervals and McNemar) -> serve the checkpoint and ask it.
+"""Every stage in order, on one Ray cluster: questions -> evaluate the base model -> (format
+warm-up, when `warmup.enabled`) -> GRPO -> evaluate again (base, warm-up and trained, with
+intervals and McNemar) -> serve the checkpoint and ask it.
 
     creason quickstart                                   (the shipped quickstart config, locally)
     ray job submit --working-dir . -- python ray_jobs/pipeline.py --config paper
@@ -22,8 +23,14 @@ from creason.config import CreasonConfig
 from creason.evaluate.questions import EvalQuestion
 from creason.evaluate.report import pct
 
-STAGES = ("questions", "evaluate_base", "train", "evaluate_trained", "serve")
+STAGES = ("questions", "evaluate_base", "warmup", "train", "evaluate_trained", "serve")
 BASE_LABEL = "base model"
+WARMUP_LABEL = "warm-up"
+
+
+def stages(cfg: CreasonConfig) -> list[str]:
+    """The stages `cfg` runs: all of STAGES, less the warm-up unless `warmup.enabled`."""
+    return [s for s in STAGES if s != "warmup" or cfg.warmup.enabled]
 
 
 class CachedAnswerer:
@@ -50,12 +57,13 @@ class PipelineRun:
     results: dict | None = None
     checkpoint: str | None = None
     training: dict = field(default_factory=dict)
+    warmup: dict = field(default_factory=dict)
     endpoint: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {"output_dir": str(self.output_dir), "seconds": self.seconds, "total_seconds": sum(self.seconds.values()),
                 "accuracy": accuracy_table(self.results or self.base_results), "comparisons": comparisons(self.results),
-                "training": self.training, "checkpoint": self.checkpoint, "endpoint": self.endpoint,
+                "training": self.training, "warmup": self.warmup, "checkpoint": self.checkpoint, "endpoint": self.endpoint,
                 "report": str(self.output_dir / "eval" / "report.md") if self.results else None}
 
 
@@ -71,8 +79,9 @@ def run_pipeline(cfg: CreasonConfig, keep_serving: bool = False, log: Callable[[
     connect(cfg.ray)
     run = PipelineRun(out)
     answerer = CachedAnswerer(default_answerer(cfg, log))
-    for k, stage in enumerate(STAGES, 1):
-        log(f"\n=== [{k}/{len(STAGES)}] {stage.replace('_', ' ')} ===")
+    todo = stages(cfg)
+    for k, stage in enumerate(todo, 1):
+        log(f"\n=== [{k}/{len(todo)}] {stage.replace('_', ' ')} ===")
         start = time.perf_counter()
         STAGE_FUNCTIONS[stage](cfg, run, answerer, keep_serving, log)
         run.seconds[stage] = time.perf_counter() - start
@@ -95,6 +104,12 @@ def _evaluate_base(cfg, run, answerer, keep_serving, log) -> None:
     run.base_results = evaluate(base, answerer, log)
 
 
+def _warmup(cfg, run, answerer, keep_serving, log) -> None:
+    from creason.train.warmup import run_warmup
+
+    run.warmup = run_warmup(cfg, log=log)
+
+
 def _train(cfg, run, answerer, keep_serving, log) -> None:
     from creason.train.run import train
 
@@ -111,7 +126,8 @@ def _evaluate_trained(cfg, run, answerer, keep_serving, log) -> None:
     if found is None:
         raise FileNotFoundError(f"{cfg.output_dir}/ray_train: no complete training checkpoint to evaluate")
     step, policy = found
-    models = [f"{BASE_LABEL}={resolve_model_path(cfg)}", f"trained (step {step})={policy}"]
+    warmed = [f"{WARMUP_LABEL}={run.warmup['model']}"] if run.warmup else []
+    models = [f"{BASE_LABEL}={resolve_model_path(cfg)}", *warmed, f"trained (step {step})={policy}"]
     run.checkpoint = str(policy)
     run.results = evaluate(_with(cfg, evaluate={"models": models, "output_subdir": "eval"}), answerer, log)
 
@@ -123,7 +139,7 @@ def _serve(cfg, run, answerer, keep_serving, log) -> None:
     run.endpoint = deploy_and_ask(cfg, keep_serving, log)
 
 
-STAGE_FUNCTIONS = {"questions": _questions, "evaluate_base": _evaluate_base, "train": _train,
+STAGE_FUNCTIONS = {"questions": _questions, "evaluate_base": _evaluate_base, "warmup": _warmup, "train": _train,
                    "evaluate_trained": _evaluate_trained, "serve": _serve}
 
 
@@ -141,14 +157,18 @@ def out_records(cfg: CreasonConfig) -> list[dict]:
 
 
 def learning_curve(records: list[dict]) -> dict:
-    """Mean reward and rollout accuracy of the first and the last quarter of the steps."""
-    if not records:
+    """Mean reward and rollout accuracy of the first and the last quarter of the steps, and the
+    validation accuracy (forced letter) at each check, when `train.eval_every` made any."""
+    steps = [r for r in records if "reward_mean" in r]
+    if not steps:
         return {}
-    q = max(1, len(records) // 4)
-    first, last = records[:q], records[-q:]
-    return {"steps": len(records), "quarter_steps": q,
-            "reward_first_quarter": _mean(first, "reward_mean"), "reward_last_quarter": _mean(last, "reward_mean"),
-            "accuracy_first_quarter": _mean(first, "accuracy"), "accuracy_last_quarter": _mean(last, "accuracy")}
+    q = max(1, len(steps) // 4)
+    first, last = steps[:q], steps[-q:]
+    curve = {"steps": len(steps), "quarter_steps": q,
+             "reward_first_quarter": _mean(first, "reward_mean"), "reward_last_quarter": _mean(last, "reward_mean"),
+             "accuracy_first_quarter": _mean(first, "accuracy"), "accuracy_last_quarter": _mean(last, "accuracy")}
+    checks = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
+    return {**curve, "val_accuracy": checks} if checks else curve
 
 
 def _mean(records: list[dict], key: str) -> float:
@@ -205,6 +225,9 @@ def render_summary(run: PipelineRun) -> str:
         lines.append(f"training: {t['steps']} steps; mean reward {t['reward_first_quarter']:.3f} (first {t['quarter_steps']}) "
                      f"-> {t['reward_last_quarter']:.3f} (last {t['quarter_steps']}); rollout accuracy "
                      f"{pct(t['accuracy_first_quarter'])} -> {pct(t['accuracy_last_quarter'])}")
+        if "val_accuracy" in t:
+            lines.append("validation accuracy (forced letter) by step: "
+                         + ", ".join(f"{step}: {pct(acc)}" for step, acc in t["val_accuracy"]))
     lines.append(f"checkpoint: {s['checkpoint']}")
     if s["report"]:
         lines.append(f"report and plots: {Path(s['report']).parent}/ (report.md, accuracy_*.png, training_curve.png)")

@@ -26,7 +26,7 @@ def _config(out: Path, model: Path, steps: int):
         "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
         "train.prompts_per_step=2", f"train.steps={steps}", "train.checkpoint_every=2", "train.num_workers=2",
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=2",
-        "train.eval_questions=3",
+        "train.eval_questions=3", "evaluate.max_new_tokens=24",
         "algorithm.truncation=none", "algorithm.filter_zero_variance=false", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
     ])
 
@@ -40,8 +40,13 @@ def first_run(ray_local, tiny_model_dir, tmp_path_factory):
     return cfg, out, result
 
 
-def _records(out: Path) -> list[dict]:
+def _all_records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+
+
+def _records(out: Path) -> list[dict]:
+    """The records of training steps (not the step-0 validation of the initial weights)."""
+    return [r for r in _all_records(out) if r["step"] > 0]
 
 
 def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
@@ -60,13 +65,19 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
 
 
 def test_validation_accuracy_every_eval_every_steps(first_run):
-    """train.eval_every=2: step 2 (not step 1) carries a greedy accuracy over 3 validation questions."""
+    """train.eval_every=2: the initial weights (step 0) and step 2, not step 1, carry the evaluation
+    protocol's accuracy (forced letter) over 3 validation questions, per question kind too."""
     _, out, _ = first_run
-    step1, step2 = _records(out)
+    step0, step1, step2 = _all_records(out)
+    assert step0["step"] == 0 and "reward_mean" not in step0
     assert "val_accuracy" not in step1 and "time_eval_s" not in step1
-    assert step2["val_questions"] == 3
-    assert step2["val_accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0)
-    assert step2["time_eval_s"] > 0
+    for record in (step0, step2):
+        assert record["val_questions"] == 3
+        assert record["val_accuracy"] in (0.0, 1 / 3, 2 / 3, 1.0)
+        assert record["time_eval_s"] > 0
+        assert 0 < record["val_reasoning_tokens"] <= 24
+        kinds = [k for k in record if k.startswith("val_accuracy_")]
+        assert kinds and all(0.0 <= record[k] <= 1.0 for k in kinds)
 
 
 def test_rollouts_after_sync_use_the_new_weights(first_run):

@@ -1,6 +1,7 @@
 """The study's evaluation protocol: greedy reasoning, then the answer forced to one valid letter.
 
-Step 1 (reasoning): greedy decoding (temperature 0) of the chat prompt, at most `max_new_tokens`.
+Step 1 (reasoning): greedy decoding (temperature 0) of the chat prompt, at most `max_new_tokens`
+(0: no reasoning, the answer is forced right after the prompt).
 Step 2 (forced answer): the token ids `prompt + reasoning + " Therefore, the answer is"` (the
 reasoning's trailing end-of-turn token removed, so the sentence continues the assistant's turn)
 are decoded for exactly one more token, greedily, with vLLM's `allowed_token_ids` restricted to
@@ -86,6 +87,18 @@ def forced_prompt_ids(prompt_ids: list[int], reasoning_ids: list[int], suffix_id
     return list(prompt_ids) + strip_trailing_special(reasoning_ids, special_ids) + list(suffix_ids)
 
 
+@dataclass(frozen=True)
+class _NoReasoning:
+    """Step 1's output when the reasoning budget is 0 (fields of a vLLM `CompletionOutput`)."""
+
+    text: str = ""
+    token_ids: tuple = ()
+    finish_reason: str = "stop"
+
+
+NO_REASONING = _NoReasoning()
+
+
 def reasoning_budget(prompt_len: int, max_new_tokens: int, max_model_len: int, suffix_len: int) -> int:
     """Reasoning tokens that still leave room for the suffix and the letter within max_model_len.
 
@@ -123,10 +136,13 @@ def answer_questions(llm: Any, tokenizer: Any, questions: list[EvalQuestion], ma
     prompts = [encode_chat(tokenizer, q.prompt) for q in questions]
     reason_params = [SamplingParams(temperature=0.0, max_tokens=reasoning_budget(len(p), max_new_tokens, max_model_len,
                                                                                   len(suffix)))
-                     for p in prompts]
+                     for p in prompts] if max_new_tokens else []
     start = time.perf_counter()
-    reasoned = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], reason_params,
-                                                    use_tqdm=False)]
+    if max_new_tokens == 0:
+        reasoned = [NO_REASONING] * len(prompts)
+    else:
+        reasoned = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], reason_params,
+                                                        use_tqdm=False)]
     middle = time.perf_counter()
     forced_inputs = [forced_prompt_ids(p, list(r.token_ids), suffix, special) for p, r in zip(prompts, reasoned)]
     force_params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=FORCED_TOP_LOGPROBS,

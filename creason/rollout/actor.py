@@ -57,6 +57,18 @@ class RolloutWorker:
         completions = self.engine.generate(prompts, spec)
         return completions, {**self.engine.last_stats.as_dict(), "weight_version": self.version}
 
+    def answer(self, questions: list, max_new_tokens: int, max_model_len: int, expected_version: int) -> list:
+        """The evaluation protocol's answers (`creason.evaluate.protocol`: greedy reasoning, then the
+        letter forced) to `questions` (`EvalQuestion`s), with the weights of `expected_version`."""
+        if expected_version != self.version:
+            raise StaleWeightsError(f"rollout actor holds weights v{self.version}, caller expects v{expected_version}")
+        from creason.evaluate.protocol import answer_questions
+
+        llm = getattr(self.engine, "llm", None)
+        if llm is None:
+            raise ValueError("the evaluation protocol needs a vLLM engine: set rollout.backend=vllm or train.eval_every=0")
+        return answer_questions(llm, self.engine.tokenizer, questions, max_new_tokens, max_model_len)
+
     def connect_weight_sync(self, transport: str, **options: Any) -> None:
         """Open this actor's end of the weight transport `transport` (`creason.rollout.sync`) with
         what its sender passes: the broadcast joins its process group here; the object store needs
@@ -146,6 +158,13 @@ def generate_on_actors(
     summary = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "weight_version": version,
                "actor_restarts": restarts}
     return completions, {**summary, "actors": per_actor}
+
+
+def answer_on_actors(actors: list[Any], questions: list, max_new_tokens: int, max_model_len: int, version: int) -> list:
+    """`RolloutWorker.answer` of `questions` split into one contiguous chunk per actor, in question order."""
+    bounds = [(lo, hi) for lo, hi in _contiguous_chunks(len(questions), len(actors)) if hi > lo]
+    refs = [a.answer.remote(questions[lo:hi], max_new_tokens, max_model_len, version) for a, (lo, hi) in zip(actors, bounds)]
+    return [answer for chunk in ray.get(refs) for answer in chunk]
 
 
 def _contiguous_chunks(n_items: int, n_parts: int) -> list[tuple[int, int]]:

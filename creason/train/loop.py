@@ -28,7 +28,8 @@ import torch.distributed as dist
 from creason.algo import should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig, TrainConfig
-from creason.rollout.actor import generate_on_actors
+from creason.evaluate.questions import load_questions as load_eval_questions
+from creason.rollout.actor import answer_on_actors, generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.sync import make_weight_sync
 from creason.train.batch import collate, shard
@@ -37,6 +38,7 @@ from creason.train.collectives import mean_across_ranks
 from creason.train.data import PromptStream, batch_fingerprint, load_questions
 from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, full_state_dict,
                                   mix_policy_into_reference)
+from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import load_rewards, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
@@ -83,6 +85,7 @@ class GrpoTrainer:
         if cfg.algorithm.beta > 0:
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
         t = cfg.train
+        self.trainable = train_top_blocks(model, t.trainable_layers)
         self.engine, self.scheduler = build_deepspeed_engine(
             model, lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), warmup_steps=int(t.warmup_ratio * t.steps),
             total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
@@ -91,7 +94,8 @@ class GrpoTrainer:
         if self.ref is not None:
             self.ref.to(self.engine.device)  # the reference computes where the policy does
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
-        self.val = load_questions(questions_dir, "validation", t.question_kinds)[: t.eval_questions] if t.eval_every else []
+        self.val = load_eval_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
+                                       cfg.evaluate.seed) if t.eval_every else []
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
@@ -107,6 +111,9 @@ class GrpoTrainer:
             self.log.truncate(from_step=start)  # a re-done step replaces its earlier record
         self.push_weights(version=start)  # actors start from the base model; resume needs ours
         resumed = {"resumed_from": start} if start else {}  # marks the first record after a restart
+        if start == 0 and self.rank == 0 and self.val:  # the learning curve starts at the initial weights
+            timings: dict[str, float] = {}
+            self.log.write(0, {**self.evaluate(0, timings), **_timed(timings)})
         for step in range(start, self.cfg.train.steps):
             timings: dict[str, float] = {}
             batch = self.rollout(step, timings) if self.rank == 0 else None
@@ -178,20 +185,18 @@ class GrpoTrainer:
             mix_policy_into_reference(self.ref, self.engine, a.ref_refresh_alpha)  # gathers under ZeRO-3
 
     def evaluate(self, step: int, timings: dict) -> dict:
-        """Greedy accuracy on the first `eval_questions` validation questions, every `eval_every`
-        steps, by the rollout actors with this step's weights (timed as phase `eval`)."""
+        """Validation accuracy under the evaluation protocol (greedy reasoning of at most
+        `evaluate.max_new_tokens`, then the letter forced) on `train.eval_questions` validation
+        questions of `evaluate.question_kinds`, every `eval_every` steps and before the first, by
+        the rollout actors with this step's weights (timed as phase `eval`)."""
         every = self.cfg.train.eval_every
         if self.rank != 0 or not every or step % every or not self.val:
             return {}
-        from creason.rewards import boxed_letter_reward
-
         t0 = time.perf_counter()
-        greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.cfg.rollout.max_new_tokens)
-        out, _ = generate_on_actors(self.actors, [q.messages for q in self.val], greedy, version=step,
-                                    recover=self.sync.catch_up)
-        right = boxed_letter_reward([c[0].text for c in out], [q.ground_truth for q in self.val])
+        answers = answer_on_actors(self.actors, self.val, self.cfg.evaluate.max_new_tokens, self.cfg.rollout.max_model_len,
+                                   version=step)
         timings["eval"] = time.perf_counter() - t0
-        return {"val_accuracy": sum(right) / len(right), "val_questions": len(right)}
+        return validation_metrics(self.val, answers)
 
     # ---- checkpoints and metrics -----------------------------------------------------------
 
@@ -232,6 +237,19 @@ class GrpoTrainer:
                             data_position=self.stream.position(step), config=self.cfg.model_dump(mode="json"),
                             reference=self.ref.state_dict() if self.ref is not None else None)
             ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def validation_metrics(questions: list, answers: list) -> dict:
+    """val_accuracy (forced letter, the evaluation protocol's), the same per question kind,
+    val_boxed_accuracy (first \\boxed{} letter right: the study's reward), val_reasoning_tokens."""
+    right = [a.forced == q.ground_truth for q, a in zip(questions, answers)]
+    out = {"val_accuracy": sum(right) / len(right), "val_questions": len(right),
+           "val_boxed_accuracy": sum(a.boxed == q.ground_truth for q, a in zip(questions, answers)) / len(right),
+           "val_reasoning_tokens": sum(a.reasoning_tokens for a in answers) / len(answers)}
+    for kind in sorted({q.question_kind for q in questions}):
+        hits = [r for r, q in zip(right, questions) if q.question_kind == kind]
+        out[f"val_accuracy_{kind}"] = sum(hits) / len(hits)
+    return out
 
 
 def _timed(timings: dict) -> dict:

@@ -57,13 +57,17 @@ class MetricsLog:
         self._tb.flush()
 
     def _progress(self, step: int, metrics: dict) -> None:
+        val = f" | val accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+        if "reward_mean" not in metrics:  # a validation-only record (the initial weights): no step taken
+            say(f"step {step}{val}")
+            return
         if self._first_step is None:  # steps before a resume do not count towards the rate
             self._first_step = step - 1
         per_step = (time.perf_counter() - self._started) / max(1, step - self._first_step)
         eta = f" | ETA {per_step * (self.total_steps - step) / 60:.1f} min" if self.total_steps else ""
         total = f"/{self.total_steps}" if self.total_steps else ""
         say(f"step {step}{total} | reward {metrics.get('reward_mean', float('nan')):.3f} | "
-            f"accuracy {metrics.get('accuracy', float('nan')):.3f} | {per_step:.1f} s/step{eta}")
+            f"accuracy {metrics.get('accuracy', float('nan')):.3f}{val} | {per_step:.1f} s/step{eta}")
 
     def close(self) -> None:
         if self._tb is not None:

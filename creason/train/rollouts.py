@@ -20,7 +20,8 @@ from creason.algo import (
     zero_variance_groups,
 )
 from creason.config import AlgorithmConfig
-from creason.rewards import boxed_letter_reward, load_reward, score_completions
+from creason.data.questions import LETTERS
+from creason.rewards import boxed_letter_reward, extract_boxed_letter, load_reward, score_completions
 from creason.rollout.types import Completion
 from creason.train.data import TrainQuestion
 
@@ -39,6 +40,17 @@ class ScoredRollouts:
 
 def load_rewards(cfg: AlgorithmConfig) -> list[tuple[Callable, float]]:
     return [(load_reward(term.path), term.weight) for term in cfg.rewards]
+
+
+def letter_shares(texts: list[str]) -> dict[str, float]:
+    """Share of completions whose first `\\boxed{}` holds each letter (`letter_A` ...) or none
+    (`letter_none`): where the policy's answers go, step by step.
+
+    >>> letter_shares(["\\\\boxed{A}", "\\\\boxed{A}", "B", "\\\\boxed{C}"])
+    {'letter_A': 0.5, 'letter_B': 0.0, 'letter_C': 0.25, 'letter_D': 0.0, 'letter_E': 0.0, 'letter_none': 0.25}
+    """
+    found = [extract_boxed_letter(t) for t in texts]
+    return {f"letter_{x or 'none'}": sum(f == x for f in found) / len(found) for x in [*LETTERS, None]}
 
 
 def score_rollouts(
@@ -73,6 +85,7 @@ def score_rollouts(
         "completion_length": lengths.mean().item(),
         "reward_errors": len(errors),
         "nonfinite_rewards": int(nonfinite.sum()),
+        **letter_shares([c.text for c in flat]),
         "score_seconds": time.perf_counter() - start,
     }
     return ScoredRollouts(

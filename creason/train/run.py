@@ -12,6 +12,20 @@ from creason.paths import checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
 
 
+def initial_policy_path(cfg: CreasonConfig) -> str:
+    """The weights GRPO starts from: the warm-up's model (`creason warmup`) when `warmup.enabled`,
+    else the base model."""
+    if not cfg.warmup.enabled:
+        return resolve_model_path(cfg)
+    from creason.train.warmup import warmup_dir
+
+    folder = warmup_dir(cfg) / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"warmup.enabled is set but {folder} holds no warmed-up model: run `creason warmup` "
+                                "with the same config first")
+    return str(folder.resolve())
+
+
 def resolve_questions_dir(cfg: CreasonConfig) -> str:
     """The training questions (`creason.paths.questions_dir`), absolute: the workers run elsewhere."""
     return str(questions_dir(cfg).resolve())
@@ -43,7 +57,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
 
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
-    model_path = resolve_model_path(cfg)
+    model_path = initial_policy_path(cfg)
     storage = checkpoint_root(cfg.output_dir)
     if not resume and (storage / "grpo").exists():
         raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")

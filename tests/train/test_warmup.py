@@ -1,0 +1,95 @@
+"""The format warm-up: its examples and own letters (drawn from the model's own probabilities), and the
+stage end to end on a tiny model: own letters from the train split only, weights that change, a
+model GRPO then starts from."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from creason.config import load_config
+from creason.train.warmup import nll_loss, own_letter, warmup_examples
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def test_examples_box_the_letter_and_end_the_turn(tokenizer):
+    (e,) = warmup_examples([[1, 2, 3]], [""], ["C"], tokenizer, [tokenizer.eos_token_id])
+    assert e.prompt_ids == [1, 2, 3] and e.letter == "C"
+    assert tokenizer.decode(e.completion_ids) == "\\boxed{C}" + tokenizer.eos_token
+
+
+def test_examples_keep_the_models_own_reasoning_before_the_box(tokenizer):
+    (e,) = warmup_examples([[1]], ["Lactate is high.\n"], ["A"], tokenizer, [])
+    assert tokenizer.decode(e.completion_ids) == "Lactate is high. \\boxed{A}"
+
+
+def test_own_letters_follow_the_models_probabilities():
+    """Inverse CDF over the renormalised known letters: A 0.1/0.5 = 0.2, B 0.4/0.5 = 0.8, C unknown."""
+    lp = {"A": math.log(0.1), "B": math.log(0.4), "C": None}
+    assert [own_letter(lp, u) for u in (0.0, 0.19, 0.21, 0.99)] == ["A", "A", "B", "B"]
+    draws = np.random.default_rng(0).random(4000)
+    share_a = sum(own_letter(lp, u) == "A" for u in draws) / len(draws)
+    assert abs(share_a - 0.2) < 0.02
+    with pytest.raises(ValueError, match="no log-prob"):
+        own_letter({"A": None}, 0.5)
+
+
+def test_nll_is_the_token_mean_over_the_whole_batch():
+    logp = torch.tensor([[0.0, -0.5, -1.5], [0.0, -1.0, -2.0]])
+    mask = torch.tensor([[0, 1, 1], [0, 1, 0]])
+    # micro-batches of one row each, 3 tokens in the batch: (0.5 + 1.5) / 3 + 1.0 / 3 = 1.0
+    parts = [nll_loss(logp[i : i + 1], mask[i : i + 1], 3.0) for i in range(2)]
+    assert sum(parts).item() == pytest.approx(1.0)
+
+
+def test_training_from_the_warmup_needs_its_model(tmp_path):
+    from creason.train.run import initial_policy_path
+
+    cfg = load_config("quickstart", [f"output_dir={tmp_path}", "warmup.enabled=true", "model.path=/base"])
+    with pytest.raises(FileNotFoundError, match="creason warmup"):
+        initial_policy_path(cfg)
+    (tmp_path / "warmup" / "model").mkdir(parents=True)
+    (tmp_path / "warmup" / "model" / "config.json").write_text("{}")
+    assert initial_policy_path(cfg) == str((tmp_path / "warmup" / "model").resolve())
+    assert initial_policy_path(cfg.model_copy(update={"warmup": cfg.warmup.model_copy(update={"enabled": False})})) == "/base"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path):
+    from creason.data.pipeline import build_question_set
+    from creason.train.warmup import run_warmup
+
+    cfg = load_config("quickstart", [
+        f"output_dir={tmp_path}", "data.num_patients=300", "data.block_size=150", f"model.path={tiny_model_dir}",
+        "evaluate.num_actors=1", "evaluate.max_model_len=1536", "evaluate.kv_cache_gib=0.25",
+        "train.cpus_per_worker=0.5", "train.threads_per_worker=1", "train.trainable_layers=1",
+        "warmup.questions=6", "warmup.batch_size=3", "warmup.micro_batch_size=2", "warmup.epochs=2", "warmup.lr=1e-2",
+    ])
+    build_question_set(cfg)
+    summary = run_warmup(cfg)
+    assert summary["steps"] == 4 and summary["loss_last"] < summary["loss_first"]
+    assert sum(summary["letters"].values()) == 6 and summary["answers"] == "own"
+    splits = {}
+    for split in ("train", "validation", "test"):
+        info = pq.read_table(tmp_path / "questions" / split, columns=["extra_info"]).column("extra_info").to_pylist()
+        splits[split] = {(x["question_id"], x["patient"]) for x in info}
+    used = set(summary["question_ids"])
+    train_ids = {qid for qid, _ in splits["train"]}
+    assert used <= train_ids  # no validation or test question reaches the warm-up
+    model = Path(summary["model"])
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(model / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed)  # the top block only
+    assert json.loads((tmp_path / "warmup" / "summary.json").read_text())["model"] == str(model)
