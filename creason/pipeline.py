@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from creason.config import CreasonConfig
-from creason.evaluate.questions import EvalQuestion
+from creason.contracts import Question
 from creason.evaluate.report import pct
 
 STAGES = ("questions", "evaluate_base", "warmup", "train", "evaluate_trained", "serve")
@@ -39,7 +39,7 @@ class CachedAnswerer:
     def __init__(self, answerer: Callable):
         self.answerer, self.cache = answerer, {}
 
-    def __call__(self, model_path: str, questions: list[EvalQuestion]):
+    def __call__(self, model_path: str, questions: list[Question]):
         key = (str(model_path), tuple(q.question_id for q in questions))
         if key not in self.cache:
             self.cache[key] = self.answerer(model_path, questions)
@@ -98,7 +98,7 @@ def _questions(cfg, run, answerer, keep_serving, log) -> None:
 
 def _evaluate_base(cfg, run, answerer, keep_serving, log) -> None:
     from creason.evaluate.run import evaluate
-    from creason.train.run import resolve_model_path
+    from creason.paths import resolve_model_path
 
     base = _with(cfg, evaluate={"models": [f"{BASE_LABEL}={resolve_model_path(cfg)}"], "output_subdir": "eval_base"})
     run.base_results = evaluate(base, answerer, log)
@@ -119,8 +119,8 @@ def _train(cfg, run, answerer, keep_serving, log) -> None:
 
 
 def _evaluate_trained(cfg, run, answerer, keep_serving, log) -> None:
-    from creason.evaluate.run import evaluate, latest_policy
-    from creason.train.run import resolve_model_path
+    from creason.evaluate.run import evaluate
+    from creason.paths import latest_policy, resolve_model_path
 
     found = latest_policy(cfg.output_dir)
     if found is None:

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from creason.config import load_config
 from creason.data.pipeline import build_question_set
 from creason.train.checkpoint import latest_checkpoint
-from creason.train.data import PromptStream, batch_fingerprint, load_questions
+from creason.data.schema import load_questions
+from creason.train.data import PromptStream, batch_fingerprint
 from creason.train.run import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -1,6 +1,6 @@
 """Evaluation of trained models on held-out questions (`creason evaluate`).
 
-- `questions`   the questions asked (Parquet -> `EvalQuestion`), training answer counts
+- `questions`   the training split's answer counts (the majority baseline)
 - `protocol`    greedy reasoning, then the answer forced to a valid option letter (vLLM)
 - `actor`       Ray actors owning a vLLM engine; questions sharded over them
 - `baselines`   chance and the training majority answer, on the same questions

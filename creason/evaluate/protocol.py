@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from creason.evaluate.questions import LETTERS, EvalQuestion
+from creason.contracts import LETTERS, Question
 from creason.rewards import extract_boxed_letter
 
 FORCE_SUFFIX = " Therefore, the answer is"
@@ -120,7 +120,7 @@ def letter_of(token_id: int, letter_ids: dict[str, int], valid: str) -> str:
     raise ValueError(f"forced token {token_id} is none of the valid letters {valid!r}")
 
 
-def answer_questions(llm: Any, tokenizer: Any, questions: list[EvalQuestion], max_new_tokens: int,
+def answer_questions(llm: Any, tokenizer: Any, questions: list[Question], max_new_tokens: int,
                      max_model_len: int, timings: dict | None = None) -> list[ModelAnswer]:
     """Both steps of the protocol for `questions` on a `vllm.LLM` (two batched generate calls).
     `timings`, when given, receives the seconds of each step ("reasoning_s", "forced_s")."""
@@ -154,7 +154,7 @@ def answer_questions(llm: Any, tokenizer: Any, questions: list[EvalQuestion], ma
     return [_answer(q, r, f, letter_ids, tokenizer) for q, r, f in zip(questions, reasoned, forced)]
 
 
-def _answer(q: EvalQuestion, reasoned: Any, forced: Any, letter_ids: dict[str, int], tokenizer: Any) -> ModelAnswer:
+def _answer(q: Question, reasoned: Any, forced: Any, letter_ids: dict[str, int], tokenizer: Any) -> ModelAnswer:
     """A `ModelAnswer` from the two vLLM `CompletionOutput`s of one question."""
     step = forced.logprobs[0]  # token id -> Logprob: the raw top 20, plus the chosen token
     top_id = min(step, key=lambda t: step[t].rank)

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from creason.contracts import LETTERS, Question
-from creason.data.schema import load_questions, split_dir
-
-__all__ = ["LETTERS", "EvalQuestion", "Question", "answer_counts", "load_questions"]
-
-# The one question record and loader; these names stay importable from here for modules that
-# still use them (evaluate/protocol.py, train/loop.py, train/warmup.py, pipeline.py).
-EvalQuestion = Question
+from creason.data.schema import split_dir
 
 
 def answer_counts(questions_dir: str | Path, split: str = "train") -> dict[str, Counter]:

@@ -59,7 +59,7 @@ class RolloutWorker:
 
     def answer(self, questions: list, max_new_tokens: int, max_model_len: int, expected_version: int) -> list:
         """The evaluation protocol's answers (`creason.evaluate.protocol`: greedy reasoning, then the
-        letter forced) to `questions` (`EvalQuestion`s), with the weights of `expected_version`."""
+        letter forced) to `questions` (`creason.contracts.Question`s), with the weights of `expected_version`."""
         if expected_version != self.version:
             raise StaleWeightsError(f"rollout actor holds weights v{self.version}, caller expects v{expected_version}")
         from creason.evaluate.protocol import answer_questions

@@ -13,13 +13,6 @@ import hashlib
 import numpy as np
 
 from creason.contracts import Question
-from creason.data.schema import load_questions
-
-__all__ = ["PromptStream", "Question", "TrainQuestion", "batch_fingerprint", "load_questions"]
-
-# The one question record and loader; these names stay importable from here for modules that
-# still use them (train/loop.py, train/rollouts.py, tests/test_train_e2e.py).
-TrainQuestion = Question
 
 
 class PromptStream:

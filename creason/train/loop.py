@@ -28,14 +28,14 @@ import torch.distributed as dist
 from creason.algo import should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig, TrainConfig
-from creason.evaluate.questions import load_questions as load_eval_questions
 from creason.rollout.actor import answer_on_actors, generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.sync import make_weight_sync
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
-from creason.train.data import PromptStream, batch_fingerprint, load_questions
+from creason.data.schema import load_questions
+from creason.train.data import PromptStream, batch_fingerprint
 from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, full_state_dict,
                                   mix_policy_into_reference)
 from creason.train.freeze import train_top_blocks
@@ -94,7 +94,7 @@ class GrpoTrainer:
         if self.ref is not None:
             self.ref.to(self.engine.device)  # the reference computes where the policy does
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
-        self.val = load_eval_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
+        self.val = load_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
                                        cfg.evaluate.seed) if t.eval_every else []
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)

@@ -23,7 +23,7 @@ from creason.config import AlgorithmConfig
 from creason.data.questions import LETTERS
 from creason.rewards import boxed_letter_reward, extract_boxed_letter, load_reward, score_completions
 from creason.rollout.types import Completion
-from creason.train.data import TrainQuestion
+from creason.contracts import Question
 
 
 @dataclass
@@ -54,7 +54,7 @@ def letter_shares(texts: list[str]) -> dict[str, float]:
 
 
 def score_rollouts(
-    questions: list[TrainQuestion],
+    questions: list[Question],
     completions: list[list[Completion]],
     rewards: list[tuple[Callable, float]],
     cfg: AlgorithmConfig,

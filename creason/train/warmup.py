@@ -205,11 +205,12 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     from ray.train.torch import TorchConfig, TorchTrainer
     from transformers import AutoTokenizer
 
-    from creason.evaluate.questions import load_questions
+    from creason.data.schema import load_questions
     from creason.evaluate.run import default_answerer
     from creason.raycluster import connect
     from creason.rollout.engine import encode_chat
-    from creason.train.run import resolve_model_path, resolve_questions_dir
+    from creason.paths import resolve_model_path
+    from creason.train.run import resolve_questions_dir
 
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
