@@ -79,7 +79,10 @@ def main() -> int:
                         help="write the synthetic registry under this seed and read it back as a user's file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
     args = parser.parse_args()
-    output_dir = Path(next((s.split("=", 1)[1] for s in args.overrides if s.startswith("output_dir=")), "runs/learning"))
+    from creason.config import load_config
+
+    output_dir = Path(load_config(args.config, args.overrides).output_dir)
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     overrides = list(args.overrides)
     if args.registry_seed is not None:
         overrides += registry_overrides(args.registry_seed, output_dir, args.config, overrides)
