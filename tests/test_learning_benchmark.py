@@ -50,3 +50,17 @@ def test_curve_splits_validation_checks_from_steps(learning, tmp_path):
                                    {"step": 2, "val_accuracy": 0.5}]
     assert curve["steps"] == [{"step": 1, "reward_mean": 0.2, "accuracy": 0.2, "letter_A": 0.5},
                               {"step": 2, "reward_mean": 0.3, "accuracy": 0.3, "letter_A": 0.4}]
+
+
+def test_markdown_shows_every_system_comparison_and_check(learning):
+    result = {"machine": "m", "exit_code": 0, "wall_s": 600, "peak_pss_gib": 9.5, "seconds": {"train": 100.4},
+              "systems": [{"system": "base model", "kind": "model", "accuracy": 0.41, "ci": [0.37, 0.45],
+                           "by_kind": {"masked_value": 0.3, "outcome": 0.5}}],
+              "comparisons": [{"a": "trained", "b": "base model", "difference": 0.05, "ci": [0.01, 0.09], "p_value": 0.01}],
+              "curve": {"validation": [{"step": 0, "val_accuracy": 0.3}], "steps": [{"step": 1, "reward_mean": 0.25}]}}
+    text = learning.render_markdown(result)
+    assert "| base model | **41.0%** | 37.0% to 45.0% | 30.0% | 50.0% |" in text
+    assert "| trained - base model | +5.0 points | +1.0 to +9.0 | 0.01 |" in text
+    assert "| train | 100 |" in text and "| validation accuracy (forced letter) | 30.0% |" in text
+    assert "| 1-1 | 0.250 |" in text
+    assert "did not finish" in learning.render_markdown({"machine": "m", "exit_code": 1, "wall_s": 6, "peak_pss_gib": 1})

@@ -4,6 +4,7 @@ every stage and the peak memory of the whole process tree.
 
     python ray_jobs/benchmarks/learning.py --out docs/benchmarks/learning.json --log /tmp/learning.log
     python ray_jobs/benchmarks/learning.py --registry-seed 7 --out ... --log ...   # another registry
+    python ray_jobs/benchmarks/learning.py --out docs/benchmarks/learning.json --log x --render   # tables only
 
 It runs `creason quickstart --config learning --fresh` (the pipeline with the warm-up stage) in a
 fresh process. With `--registry-seed S`, a registry is first written by `creason generate-registry`
@@ -70,6 +71,47 @@ def curve(metrics_path: Path) -> dict:
     return {"validation": checks, "steps": steps}
 
 
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def render_markdown(result: dict) -> str:
+    """The results as the Markdown tables docs/results.md shows."""
+    lines = [f"Machine and date: {result['machine']}; exit {result['exit_code']}, {result['wall_s'] / 60:.1f} min, "
+             f"peak memory {result['peak_pss_gib']:.2f} GiB (PSS of the process tree).", ""]
+    if "systems" not in result:
+        return "\n".join(lines + ["(no results: the run did not finish)"])
+    kinds = sorted({k for row in result["systems"] for k in row["by_kind"]})
+    lines += ["| system | accuracy | 95% interval | " + " | ".join(kinds) + " |",
+              "|---|---|---|" + "---|" * len(kinds)]
+    for row in result["systems"]:
+        by_kind = " | ".join(pct(row["by_kind"][k]) if k in row["by_kind"] else "" for k in kinds)
+        lines.append(f"| {row['system']} | **{pct(row['accuracy'])}** | {pct(row['ci'][0])} to {pct(row['ci'][1])} | {by_kind} |")
+    lines += ["", "| comparison | difference | 95% interval | McNemar p |", "|---|---|---|---|"]
+    for c in result["comparisons"]:
+        lines.append(f"| {c['a']} - {c['b']} | {100 * c['difference']:+.1f} points | "
+                     f"{100 * c['ci'][0]:+.1f} to {100 * c['ci'][1]:+.1f} | {c['p_value']:.3g} |")
+    lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in result["seconds"].items()]
+    checks = result["curve"]["validation"]
+    if checks:
+        lines += ["", "| step | " + " | ".join(str(c["step"]) for c in checks) + " |",
+                  "|---|" + "---|" * len(checks),
+                  "| validation accuracy (forced letter) | " + " | ".join(pct(c["val_accuracy"]) for c in checks) + " |"]
+        for key in sorted(k for k in checks[0] if k.startswith("val_accuracy_")):
+            lines.append(f"| {key.removeprefix('val_accuracy_')} | " + " | ".join(pct(c.get(key, 0.0)) for c in checks) + " |")
+    steps = result["curve"]["steps"]
+    if steps:
+        q = max(1, len(steps) // 4)
+        quarters = [steps[i:i + q] for i in range(0, len(steps), q)][:4]
+        keys = ["reward_mean", "entropy", "completion_length", "zero_variance_fraction",
+                *sorted(k for k in steps[0] if k.startswith("letter_"))]
+        lines += ["", "| steps | " + " | ".join(k for k in keys) + " |", "|---|" + "---|" * len(keys)]
+        for part in quarters:
+            means = [sum(r.get(k, 0.0) for r in part) / len(part) for k in keys]
+            lines.append(f"| {part[0]['step']}-{part[-1]['step']} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON results")
@@ -78,7 +120,11 @@ def main() -> int:
     parser.add_argument("--registry-seed", type=int, default=None,
                         help="write the synthetic registry under this seed and read it back as a user's file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
+    parser.add_argument("--render", action="store_true", help="only print the Markdown tables of an existing --out")
     args = parser.parse_args()
+    if args.render:
+        print(render_markdown(json.loads(Path(args.out).read_text())))
+        return 0
     from creason.config import load_config
 
     output_dir = Path(load_config(args.config, args.overrides).output_dir)
@@ -105,11 +151,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{machine}\nexit {rc}, {wall / 60:.1f} min, peak memory {peak / 2**30:.2f} GiB (PSS of the process tree)")
-    for row in result.get("systems", []):
-        print(f"  {row['system']:<32} {100 * row['accuracy']:5.1f}%  ({100 * row['ci'][0]:.1f} to {100 * row['ci'][1]:.1f})")
-    for c in result.get("comparisons", []):
-        print(f"  {c['a']} - {c['b']}: {100 * c['difference']:+.1f} points "
-              f"({100 * c['ci'][0]:+.1f} to {100 * c['ci'][1]:+.1f}), McNemar p = {c['p_value']:.3g}")
+    print(render_markdown(result))
     return rc
 
 
