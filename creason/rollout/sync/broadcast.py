@@ -1,13 +1,16 @@
 """Weight sync by broadcast: the trainer's rank 0 and the rollout actors form a process group of
-their own (NCCL on GPUs; gloo, the CPU stand-in, elsewhere), and each push is one broadcast per
-dtype of all weights packed into one flat buffer: no object-store copy, and on GPUs the actors
-receive straight into device memory. The group is not the training group (`torch.distributed`'s default one):
-it is built from a `TCPStore` directly, so the trainers' own collectives are untouched.
+their own (NCCL on GPUs; gloo, the CPU stand-in, elsewhere), and each push streams the weights in
+buckets: consecutive tensors packed into one flat byte buffer of at most `BUCKET_BYTES`, one
+broadcast per bucket. No object-store copy; on GPUs the actors receive straight into device
+memory, one bucket at a time, as the engine reads them, so a receiver's buffer is one bucket, not
+the whole model. The group is not the training group (`torch.distributed`'s default one): it is
+built from a `TCPStore` directly, so the trainers' own collectives are untouched.
 
     trainer rank 0 (rank 0 of the group)          actor i (rank i + 1)
-    flat = cat(weights of a dtype)                 receive(layout): empty flat buffers
-    broadcast(flat, root=0)  ───────────────────►  broadcast(flat, root=0)
-                                                   views by name -> engine.load_weights
+    plan buckets, send their layouts  ──────────►  receive(layouts): for each bucket,
+    for each bucket:                                  empty bucket-sized buffer
+      broadcast(bucket, root=0)  ───────────────►     broadcast(buffer, root=0)
+                                                      views by name -> engine.load_weights
 
 A restarted actor has left the group (its process is new): `catch_up` rebuilds the group with
 every actor and broadcasts the latest weights again, from a host copy kept for that. Both ends
@@ -19,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 import torch
@@ -27,7 +30,9 @@ from torch import Tensor
 
 from creason.rollout.sync.base import NamedTensors, retry_while_restarting
 
-Layout = list[tuple[str, list[int], str]]  # (name, shape, dtype name) in packing order
+Layout = list[tuple[str, list[int], str]]  # one bucket's (name, shape, dtype name), in packing order
+BUCKET_BYTES = 256 * 2**20  # a bucket's most bytes: a receiver's largest buffer, unless one tensor is larger
+ALIGN = 16  # bytes: each tensor starts at a multiple of it, so a bucket's bytes view as any dtype
 JOIN_TIMEOUT = dt.timedelta(minutes=2)  # every member must reach the store by then
 BROADCAST_TIMEOUT = dt.timedelta(minutes=10)  # a 14B model's broadcast must not time out
 
@@ -53,70 +58,127 @@ def process_group(host: str, port: int, rank: int, world: int, backend: str):
     raise ValueError(f"unknown broadcast backend {backend!r}; choose nccl or gloo")
 
 
-def pack(named_tensors: NamedTensors) -> tuple[Layout, dict[str, Tensor]]:
-    """The layout and one flat CPU buffer per dtype (tensors in layout order).
+def plan_buckets(sizes: list[int], budget: int) -> list[list[int]]:
+    """Indices of `sizes` (bytes), in order, cut into buckets of at most `budget` bytes: a tensor
+    joins the current bucket while the bucket stays within `budget`, else it opens the next one;
+    a tensor larger than `budget` has a bucket of its own.
 
-    >>> layout, flat = pack([("a", torch.ones(2, 2)), ("b", torch.zeros(3, dtype=torch.int64)), ("c", torch.ones(1))])
-    >>> layout, {k: v.shape for k, v in flat.items()}
-    ([('a', [2, 2], 'float32'), ('b', [3], 'int64'), ('c', [1], 'float32')], {'float32': torch.Size([5]), 'int64': torch.Size([3])})
+    >>> plan_buckets([10, 30, 5, 50, 20, 20], budget=40)
+    [[0, 1], [2], [3], [4, 5]]
+    """
+    if budget <= 0:
+        raise ValueError(f"a bucket's budget must be positive bytes, not {budget}")
+    buckets: list[list[int]] = []
+    used = 0
+    for i, size in enumerate(sizes):
+        if buckets and used + size <= budget:
+            buckets[-1].append(i)
+            used += size
+        else:
+            buckets.append([i])
+            used = size
+    return buckets
+
+
+def _nbytes(shape: list[int], dtype: str) -> int:
+    return int(torch.Size(shape).numel()) * getattr(torch, dtype).itemsize
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def offsets(layout: Layout) -> tuple[list[int], int]:
+    """Each tensor's byte offset in the bucket of `layout`, and the bucket's bytes (no padding
+    after the last tensor: a bucket of one tensor is that tensor's size)."""
+    starts, end = [], 0
+    for _, shape, dtype in layout:
+        starts.append(_aligned(end))
+        end = starts[-1] + _nbytes(shape, dtype)
+    return starts, end
+
+
+def pack(named_tensors: NamedTensors, budget: int = BUCKET_BYTES) -> tuple[list[Layout], list[Tensor]]:
+    """The buckets' layouts (`plan_buckets` over the tensors' aligned sizes, so none exceeds
+    `budget` unless it holds one larger tensor) and each bucket as one flat uint8 CPU buffer.
+
+    >>> layouts, flat = pack([("a", torch.ones(2, 2)), ("b", torch.arange(3)), ("c", torch.ones(1))], budget=48)
+    >>> layouts, [f.numel() for f in flat]
+    ([[('a', [2, 2], 'float32'), ('b', [3], 'int64')], [('c', [1], 'float32')]], [40, 4])
     """
     layout = [(name, list(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in named_tensors]
-    by_dtype: dict[str, list[Tensor]] = {}
-    for (_, _, dtype), (_, t) in zip(layout, named_tensors):
-        by_dtype.setdefault(dtype, []).append(t.detach().reshape(-1).cpu())
-    return layout, {dtype: torch.cat(parts) for dtype, parts in by_dtype.items()}
+    plan = plan_buckets([_aligned(_nbytes(shape, dtype)) for _, shape, dtype in layout], budget)
+    layouts = [[layout[i] for i in bucket] for bucket in plan]
+    flats = []
+    for bucket, bucket_layout in zip(plan, layouts):
+        starts, size = offsets(bucket_layout)
+        flat = torch.zeros(size, dtype=torch.uint8)
+        for i, start in zip(bucket, starts):
+            raw = named_tensors[i][1].detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            flat[start : start + raw.numel()] = raw
+        flats.append(flat)
+    return layouts, flats
 
 
-def unpack(layout: Layout, flat: dict[str, Tensor]) -> NamedTensors:
-    """Views of the flat buffers, by name, in layout order (the inverse of `pack`).
+def unpack(layout: Layout, flat: Tensor) -> NamedTensors:
+    """Views of one bucket's buffer, by name, in layout order (the inverse of `pack`).
 
-    >>> layout, flat = pack([("a", torch.arange(4.0).view(2, 2)), ("b", torch.ones(1))])
-    >>> [(n, t.tolist()) for n, t in unpack(layout, flat)]
+    >>> layouts, flat = pack([("a", torch.arange(4.0).view(2, 2)), ("b", torch.ones(1, dtype=torch.bfloat16))])
+    >>> [(n, t.tolist()) for n, t in unpack(layouts[0], flat[0])]
     [('a', [[0.0, 1.0], [2.0, 3.0]]), ('b', [1.0])]
     """
-    offsets = {dtype: 0 for dtype in flat}
-    out = []
-    for name, shape, dtype in layout:
-        n = int(torch.Size(shape).numel())
-        out.append((name, flat[dtype][offsets[dtype] : offsets[dtype] + n].view(shape)))
-        offsets[dtype] += n
-    return out
+    starts, _ = offsets(layout)
+    return [(name, flat[start : start + _nbytes(shape, dtype)].view(getattr(torch, dtype)).view(shape))
+            for (name, shape, dtype), start in zip(layout, starts)]
 
 
-def flat_sizes(layout: Layout) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for _, shape, dtype in layout:
-        sizes[dtype] = sizes.get(dtype, 0) + int(torch.Size(shape).numel())
-    return sizes
+def send_buckets(group: Any, buckets: list[Tensor], device: str) -> None:
+    """Broadcast each bucket from rank 0 in turn, one on `device` at a time."""
+    for flat in buckets:
+        group.broadcast(flat.to(device), 0).wait()
 
 
 class BroadcastReceiver:
     """An actor's end: joins the group as rank `rank` when made (`RolloutWorker.connect_weight_sync`),
-    then receives each push, whose payload is its layout, into fresh buffers on its device."""
+    then receives each push, whose payload is its buckets' layouts."""
 
     def __init__(self, host: str, port: int, rank: int, world: int, backend: str):
         self.group = process_group(host, port, rank, world, backend)
         self.device = "cuda" if backend == "nccl" else "cpu"
 
-    def receive(self, layout: Layout) -> NamedTensors:
-        flat = {}
-        for dtype, n in flat_sizes(layout).items():  # same order as the sender's
-            buffer = torch.empty(n, dtype=getattr(torch, dtype), device=self.device)
-            self.group.broadcast(buffer, 0).wait()
-            flat[dtype] = buffer
-        return unpack(layout, flat)
+    def receive(self, layouts: list[Layout]) -> Iterator[tuple[str, Tensor]]:
+        """The pushed tensors, received a bucket at a time as the engine reads them: each bucket
+        into a fresh buffer of its own size, so a reader that copies each tensor and lets go of it
+        holds one bucket at a time. A reader that stops early (an error) still receives the rest
+        once it closes or drops the iterator: the sender broadcasts every bucket."""
+        received = 0
+        try:
+            for layout in layouts:
+                flat = self._receive_bucket(layout)
+                received += 1
+                yield from unpack(layout, flat)
+        except GeneratorExit:  # closed early: take the buckets still coming, or the sender waits for us
+            for layout in layouts[received:]:
+                self._receive_bucket(layout)
+            raise
+
+    def _receive_bucket(self, layout: Layout) -> Tensor:
+        flat = torch.empty(offsets(layout)[1], dtype=torch.uint8, device=self.device)
+        self.group.broadcast(flat, 0).wait()
+        return flat
 
 
 class BroadcastSync:
-    """The trainer's end (`WeightSync`) of a broadcast group of its rank 0 and the actors."""
+    """The trainer's end (`WeightSync`) of a broadcast group of its rank 0 and the actors;
+    `bucket_bytes`: a bucket's most bytes (a tensor larger than that is sent alone)."""
 
     name = "broadcast"
     receiver = BroadcastReceiver
 
-    def __init__(self, actors: list[Any], backend: str | None = None):
-        self.actors, self.backend = actors, backend or default_backend()
+    def __init__(self, actors: list[Any], backend: str | None = None, bucket_bytes: int = BUCKET_BYTES):
+        self.actors, self.backend, self.bucket_bytes = actors, backend or default_backend(), bucket_bytes
         self.device = "cuda" if self.backend == "nccl" else "cpu"
-        self._latest: tuple[Layout, dict[str, Tensor], int] | None = None
+        self._latest: tuple[list[Layout], list[Tensor], int] | None = None
         self._join()
 
     def _join(self) -> None:
@@ -131,26 +193,26 @@ class BroadcastSync:
 
     def push(self, named_tensors: NamedTensors, version: int) -> dict:
         start = time.perf_counter()
-        layout, flat = pack(named_tensors)
-        self._latest = (layout, flat, version)
-        load_seconds = self._broadcast(layout, flat, version)
-        return {"seconds": time.perf_counter() - start, "bytes": sum(t.numel() * t.element_size() for t in flat.values()),
+        layouts, buckets = pack(named_tensors, self.bucket_bytes)
+        self._latest = (layouts, buckets, version)
+        load_seconds = self._broadcast(layouts, buckets, version)
+        return {"seconds": time.perf_counter() - start, "bytes": sum(t.numel() * t.element_size() for _, t in named_tensors),
                 "load_seconds_max": max(load_seconds, default=0.0), "version": version}
 
-    def _broadcast(self, layout: Layout, flat: dict[str, Tensor], version: int) -> list[float]:
-        loads = [a.receive_weights.remote(self.name, layout, version) for a in self.actors]
-        for dtype in flat_sizes(layout):
-            self.group.broadcast(flat[dtype].to(self.device), 0).wait()
+    def _broadcast(self, layouts: list[Layout], buckets: list[Tensor], version: int) -> list[float]:
+        loads = [a.receive_weights.remote(self.name, layouts, version) for a in self.actors]
+        send_buckets(self.group, buckets, self.device)
         return ray.get(loads)
 
     def catch_up(self, actor: Any) -> float:
         """A restarted actor is not in the group: rebuild it and send the latest weights to all."""
         if self._latest is None:
             raise RuntimeError("catch_up before the first push: nothing to send")
-        layout, flat, version = self._latest
+        layouts, buckets, version = self._latest
 
         def rejoin_and_send() -> float:
             self._join()
-            return max(self._broadcast(layout, flat, version))
+            return max(self._broadcast(layouts, buckets, version))
 
         return retry_while_restarting(rejoin_and_send)
+
