@@ -139,9 +139,11 @@ class VllmEngine:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> float:
         """Copy new weights (Hugging Face names, any float dtype) into the model in place; returns
-        seconds. The prefix cache is cleared after: its KV blocks were computed by the old weights."""
+        seconds. The prefix cache is cleared after: its KV blocks were computed by the old weights.
+        The tensors are read once, one at a time (vLLM iterates them as it loads), so a streaming
+        source (the bucketed broadcast) holds one bucket at a time, not the whole model."""
         start = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.apply_model(_repack_cpu_lm_head)
         self.llm.reset_prefix_cache()
         return time.perf_counter() - start
