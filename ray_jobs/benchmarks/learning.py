@@ -77,8 +77,10 @@ def pct(x: float) -> str:
 
 def render_markdown(result: dict) -> str:
     """The results as the Markdown tables docs/results.md shows."""
+    peak = result["peak_pss_gib"]
+    memory = f"peak memory {peak:.2f} GiB (PSS of the process tree)" if peak is not None else "peak memory not recorded"
     lines = [f"Machine and date: {result['machine']}; exit {result['exit_code']}, {result['wall_s'] / 60:.1f} min, "
-             f"peak memory {result['peak_pss_gib']:.2f} GiB (PSS of the process tree).", ""]
+             f"{memory}.", ""]
     if "systems" not in result:
         return "\n".join(lines + ["(no results: the run did not finish)"])
     kinds = sorted({k for row in result["systems"] for k in row["by_kind"]})
@@ -97,7 +99,7 @@ def render_markdown(result: dict) -> str:
         lines += ["", "| step | " + " | ".join(str(c["step"]) for c in checks) + " |",
                   "|---|" + "---|" * len(checks),
                   "| validation accuracy (forced letter) | " + " | ".join(pct(c["val_accuracy"]) for c in checks) + " |"]
-        for key in sorted(k for k in checks[0] if k.startswith("val_accuracy_")):
+        for key in sorted({k for c in checks for k in c if k.startswith("val_accuracy_")}):
             lines.append(f"| {key.removeprefix('val_accuracy_')} | " + " | ".join(pct(c.get(key, 0.0)) for c in checks) + " |")
     steps = result["curve"]["steps"]
     if steps:
@@ -121,6 +123,7 @@ def main() -> int:
                         help="write the synthetic registry under this seed and read it back as a user's file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
     parser.add_argument("--render", action="store_true", help="only print the Markdown tables of an existing --out")
+    parser.add_argument("--collect", action="store_true", help="do not run: read the outputs of a finished run")
     args = parser.parse_args()
     if args.render:
         print(render_markdown(json.loads(Path(args.out).read_text())))
@@ -134,25 +137,29 @@ def main() -> int:
         overrides += registry_overrides(args.registry_seed, output_dir, args.config, overrides)
     cmd = [sys.executable, "-m", "creason.cli", "quickstart", "--config", args.config, "--fresh", *set_args(overrides)]
     machine = machine_line()
-    at_peak: dict[str, int] = {}
-    rc, wall, peak = run_monitored(cmd, args.log, every_s=2.0, at_peak=at_peak)
-    result = {"machine": machine, "command": cmd[2:], "exit_code": rc, "wall_s": wall, "peak_pss_gib": peak / 2**30,
-              "peak_pss_gib_by_process": gib_by_process(at_peak)}
+    if args.collect:  # read a finished run's outputs: its time from the stages, its memory unknown
+        seconds = json.loads((output_dir / "summary.json").read_text())["seconds"]
+        result = {"machine": machine, "command": cmd[2:], "exit_code": 0, "wall_s": sum(seconds.values()),
+                  "peak_pss_gib": None, "peak_pss_gib_by_process": {}}
+    else:
+        at_peak: dict[str, int] = {}
+        rc, wall, peak = run_monitored(cmd, args.log, every_s=2.0, at_peak=at_peak)
+        result = {"machine": machine, "command": cmd[2:], "exit_code": rc, "wall_s": wall, "peak_pss_gib": peak / 2**30,
+                  "peak_pss_gib_by_process": gib_by_process(at_peak)}
     summary_path, results_path = output_dir / "summary.json", output_dir / "eval" / "results.json"
     if summary_path.exists() and results_path.exists():
         summary, results = json.loads(summary_path.read_text()), json.loads(results_path.read_text())
         models = [s["name"] for s in results["systems"] if s["kind"] == "model"]
         base, trained = models[0], models[-1]
-        majority = next(s["name"] for s in results["systems"] if s["name"].startswith("majority"))
+        majority = next(s["name"] for s in results["systems"] if s["name"].lower().startswith("majority"))
         pairs = [(trained, base), (trained, majority)] + [(trained, m) for m in models[1:-1]]
         result.update(seconds=summary["seconds"], systems=system_rows(results), n_questions=results["n_questions"],
                       comparisons=[c for a, b in pairs if (c := comparison(results, a, b))],
                       warmup=summary.get("warmup"), curve=curve(output_dir / "train" / "metrics.jsonl"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"{machine}\nexit {rc}, {wall / 60:.1f} min, peak memory {peak / 2**30:.2f} GiB (PSS of the process tree)")
     print(render_markdown(result))
-    return rc
+    return result["exit_code"]
 
 
 if __name__ == "__main__":
