@@ -142,6 +142,11 @@ class RolloutConfig(_Section):
         "weights and the prompts it held are sampled again."
     )
     group_size: int = Field(7, ge=2, description="Completions sampled per prompt (G; the study used 7).")
+    rotate_options: bool = Field(
+        False, description="Spread each group's samples over the cyclic rotations of its question's options (as evenly "
+        "as G allows): every letter is then right equally often within a group, so GRPO cannot gain by preferring a "
+        "letter and learns only from which option the policy picks. Evaluation keeps each question's own order."
+    )
     temperature: float = Field(0.9, gt=0, description="Sampling temperature (the study: 0.9).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     max_new_tokens: int = Field(512, ge=1, description="Completion length limit; longer completions are truncated.")

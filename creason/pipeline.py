@@ -22,6 +22,7 @@ from typing import Callable
 from creason.config import CreasonConfig
 from creason.contracts import Question
 from creason.evaluate.report import pct
+from creason.paths import checkpoint_root
 
 STAGES = ("questions", "evaluate_base", "warmup", "train", "evaluate_trained", "serve")
 BASE_LABEL = "base model"
@@ -73,7 +74,7 @@ def run_pipeline(cfg: CreasonConfig, keep_serving: bool = False, log: Callable[[
     from creason.raycluster import connect
 
     out = Path(cfg.output_dir)
-    if (out / "ray_train").exists():
+    if checkpoint_root(out).exists():
         raise FileExistsError(f"{out} holds an earlier run: remove it (`creason quickstart --fresh`) or choose "
                               "another output_dir with --set output_dir=...")
     connect(cfg.ray)
@@ -124,7 +125,7 @@ def _evaluate_trained(cfg, run, answerer, keep_serving, log) -> None:
 
     found = latest_policy(cfg.output_dir)
     if found is None:
-        raise FileNotFoundError(f"{cfg.output_dir}/ray_train: no complete training checkpoint to evaluate")
+        raise FileNotFoundError(f"{checkpoint_root(cfg.output_dir)}: no complete training checkpoint to evaluate")
     step, policy = found
     warmed = [f"{WARMUP_LABEL}={run.warmup['model']}"] if run.warmup else []
     models = [f"{BASE_LABEL}={resolve_model_path(cfg)}", *warmed, f"trained (step {step})={policy}"]

@@ -24,7 +24,7 @@ def _config(out: Path, model: Path, steps: int):
         f"output_dir={out}", "data.num_patients=400", "data.block_size=200", f"model.path={model}",
         "rollout.num_actors=1", "rollout.cpus_per_actor=1", "train.cpus_per_worker=0.5", "train.threads_per_worker=1",
         "train.zero_stage=2",
-        "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
+        "rollout.group_size=3", "rollout.rotate_options=true", "rollout.max_new_tokens=24", "rollout.max_model_len=1536", "rollout.kv_cache_gib=0.25",
         "train.prompts_per_step=2", f"train.steps={steps}", "train.checkpoint_every=2", "train.num_workers=2",
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=2",
         "train.eval_questions=3", "evaluate.max_new_tokens=24",
@@ -55,6 +55,7 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
     records = _records(out)
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
+        assert r["completions"] == 2 * 3  # each question's group of 3, spread over rotations of its options
         assert torch.isfinite(torch.tensor(r["loss"]))
         for phase in ("generate", "score", "reference", "train", "sync"):
             assert r[f"time_{phase}_s"] >= 0

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from creason.config import QuestionsConfig
-from creason.contracts import LETTERS
+from creason.contracts import LETTERS, Question
 from creason.data.dictionary import CODED_KINDS, Variable, VariableKind
 from creason.data.mixture import component_std
 from creason.data.prepare import KEY, SPLIT
@@ -160,8 +160,37 @@ def question_text(kind: str, v: Variable) -> str:
     return f'The value of "{line_label(v)}" has been removed from this record. What was it?'
 
 
+def option_lines(options: list[str]) -> str:
+    """One question's options block as its user message shows it (`options_text` for one row).
+
+    >>> option_lines(["No", "Yes"])
+    'A. No\\nB. Yes'
+    """
+    return "\n".join(f"{LETTERS[j]}. {text}" for j, text in enumerate(options))
+
+
+def rotate_options(q: Question, shift: int) -> Question:
+    """`q` with its options moved `shift` places up the letters (option j shows at letter
+    j - shift, cyclically): the same record, question and option texts, another right letter.
+    Training groups spread over the rotations so that no letter is right more often than another
+    (`rollout.rotate_options`).
+    """
+    k = q.num_options
+    shift %= k
+    if shift == 0:
+        return q
+    old, options = option_lines(q.options), q.options[shift:] + q.options[:shift]
+    if q.user_text.count(old) != 1:
+        raise ValueError(f"question {q.question_id}: its options block is not found once in its user message, "
+                         "so its options cannot be rotated")
+    new = option_lines(options)
+    messages = [{**m, "content": m["content"].replace(old, new)} if m["role"] == "user" else m for m in q.messages]
+    truth = LETTERS[(LETTERS.index(q.ground_truth) - shift) % k]
+    return q.model_copy(update={"options": options, "messages": messages, "ground_truth": truth})
+
+
 def options_text(options: pa.ListArray, k: int) -> pa.Array:
-    """`A. value` lines for lists of exactly k options."""
+    """`A. value` lines for lists of exactly k options (`option_lines` of each row)."""
     flat = options.flatten()
     cols = [concat(f"{LETTERS[j]}. ", flat.take(pa.array(np.arange(j, len(flat), k))), "\n" if j < k - 1 else "") for j in range(k)]
     return concat(*cols)

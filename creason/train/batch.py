@@ -28,7 +28,7 @@ from torch import Tensor
 from creason.algo import apply_truncation
 
 
-PER_ROW_FIELDS = ("advantages", "prompt_lens")  # (B,) fields; the others are (B, T)
+PER_ROW_FIELDS = ("advantages", "prompt_lens", "group_ids")  # (B,) fields; the others are (B, T)
 
 
 @dataclass
@@ -41,7 +41,8 @@ class RolloutBatch:
     old_logp: Tensor  # (B, T) float32: sampler log-probs on response tokens, 0 elsewhere
     advantages: Tensor  # (B,) float32: one per sequence
     ref_logp: Tensor | None = None  # (B, T) float32: reference-model log-probs, when beta > 0
-    prompt_lens: Tensor | None = None  # (B,) long: prompt tokens of each row (rows of a group share a prompt)
+    prompt_lens: Tensor | None = None  # (B,) long: prompt tokens of each row
+    group_ids: Tensor | None = None  # (B,) long: the GRPO group of each row; a group's rows are consecutive
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -74,6 +75,7 @@ def collate(
     advantages: list[float],
     pad_id: int,
     truncated_mask_out: list[bool] | None = None,
+    group_ids: list[int] | None = None,
 ) -> RolloutBatch:
     """Pad rollouts into a `RolloutBatch` (see the module docstring for the layout).
 
@@ -81,6 +83,8 @@ def collate(
     truncated_mask_out[i] True keep their tokens but get response_mask 0 (DAPO overlong filtering,
     via `apply_truncation(mode="mask")`); their advantage still counts where it was computed.
     Every prompt needs at least one token (the first response token is predicted from it).
+    group_ids[i] is the GRPO group of row i (a group's rows consecutive); None: consecutive rows
+    with the same prompt are one group.
     """
     n = len(prompt_token_ids)
     if not (len(response_token_ids) == len(sampling_logprobs) == len(advantages) == n):
@@ -106,7 +110,22 @@ def collate(
         _, response_mask = apply_truncation(adv, response_mask, torch.tensor(truncated_mask_out), mode="mask")
         old_logp = old_logp * response_mask
     prompt_lens = torch.tensor([len(p) for p in prompt_token_ids], dtype=torch.long)
-    return RolloutBatch(input_ids, attention_mask, response_mask, old_logp, adv, prompt_lens=prompt_lens)
+    groups = torch.tensor(group_ids if group_ids is not None else same_prompt_groups(prompt_token_ids), dtype=torch.long)
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group ids for {n} rows")
+    return RolloutBatch(input_ids, attention_mask, response_mask, old_logp, adv, prompt_lens=prompt_lens, group_ids=groups)
+
+
+def same_prompt_groups(prompt_token_ids: list[list[int]]) -> list[int]:
+    """Group ids that make each run of consecutive rows with the same prompt one group.
+
+    >>> same_prompt_groups([[1, 2], [1, 2], [3], [1, 2]])
+    [0, 0, 1, 2]
+    """
+    ids = []
+    for i, prompt in enumerate(prompt_token_ids):
+        ids.append(0 if i == 0 else ids[-1] + (prompt != prompt_token_ids[i - 1]))
+    return ids
 
 
 def pad_rows(batch: RolloutBatch, multiple: int) -> RolloutBatch:

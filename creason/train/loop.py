@@ -40,7 +40,7 @@ from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkp
                                   mix_policy_into_reference)
 from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
-from creason.train.rollouts import load_rewards, score_rollouts
+from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
 
 
@@ -129,12 +129,14 @@ class GrpoTrainer:
 
     def rollout(self, step: int, timings: dict):
         questions = self.stream.batch(step)
+        prompts, n = group_prompts(questions, self.spec.n, self.cfg.rollout.rotate_options)
         t0 = time.perf_counter()
-        completions, gen = generate_on_actors(self.actors, [q.messages for q in questions],
-                                              step_sampling(self.spec, self.cfg.seed, step), version=step,
-                                              recover=self.sync.catch_up)
+        sampled, gen = generate_on_actors(self.actors, [q.messages for q in prompts],
+                                          step_sampling(self.spec.model_copy(update={"n": n}), self.cfg.seed, step),
+                                          version=step, recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
-        scored = score_rollouts(questions, completions, self.rewards, self.cfg.algorithm)
+        completions, truths = regroup(prompts, sampled, self.spec.n)
+        scored = score_rollouts(truths, completions, self.rewards, self.cfg.algorithm)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
         scored.metrics["generate_tokens"] = gen["tokens"]
@@ -150,7 +152,8 @@ class GrpoTrainer:
             self.scheduler.step()  # the schedule follows the step number, updated or not
             return {"skipped_update": 1.0, "lr": self.scheduler.get_last_lr()[0]}
         batch = collate(scored.prompt_token_ids, scored.response_token_ids, scored.sampling_logprobs, scored.advantages,
-                        pad_id=self.tokenizer.pad_token_id or 0, truncated_mask_out=scored.loss_mask_off)
+                        pad_id=self.tokenizer.pad_token_id or 0, truncated_mask_out=scored.loss_mask_off,
+                        group_ids=scored.group_ids)
         local = shard(batch, self.rank, self.world)
         a = self.cfg.algorithm
         if self.ref is not None:

@@ -5,13 +5,15 @@ float32 and zero wherever response_mask is 0. Only the logits that score respons
 computed (`logits_to_keep`), which matters when prompts are long: the (B, T, V) logits are the
 largest activation of the forward pass.
 
-Shared prompts: the G completions of a GRPO group share one prompt, and registry prompts are long
-(~450 tokens against ~70 of a completion). With `share_prompts`, each run of rows with the same
-prompt runs the prompt once (its KV cache repeated G times, gradients flowing back through it)
-and only the completions G times: the same log-probs and gradients (float noise) for about a
-third of the compute at G = 4 (measured: 4.5 s against 11 s for a forward and backward of one
-group of SmolLM2-135M on 2 cores). A model call per run, so the number of calls depends on the
-rows: not for ZeRO-3, whose calls gather parameters collectively and must match across ranks.
+Shared prompts: the G completions of a GRPO group share a prompt, and registry prompts are long
+(~450 tokens against ~70 of a completion). With `share_prompts`, the tokens every row of a group
+(`batch.group_ids`) begins with run once (their KV cache repeated G times, gradients flowing back
+through it) and only the rest of each row G times: the whole prompt when the group shares it, the
+options block onward when the group's rows show rotated options (`rollout.rotate_options`). The
+same log-probs and gradients (float noise) for about a third of the compute at G = 4 (measured:
+4.5 s against 11 s for a forward and backward of one group of SmolLM2-135M on 2 cores). A model
+call per group, so the number of calls depends on the rows: not for ZeRO-3, whose calls gather
+parameters collectively and must match across ranks.
 """
 
 from __future__ import annotations
@@ -47,30 +49,49 @@ def sequence_logprobs(
         start = first_response_column(batch.response_mask)
         logits = _response_logits(model, batch, start)
         return _score(logits, batch, start, temperature, with_entropy)
-    parts = [_score(_shared_prompt_logits(model, rows), rows, int(rows.prompt_lens[0]), temperature, with_entropy)
-             for rows in (batch.rows(slice(lo, hi)) for lo, hi in prompt_runs(batch))]
+    parts = [_score_group(model, batch.rows(slice(lo, hi)), temperature, with_entropy) for lo, hi in group_runs(batch)]
     logp = torch.cat([lp for lp, _ in parts])
     return logp, torch.cat([e for _, e in parts]) if with_entropy else None
 
 
-def prompt_runs(batch: RolloutBatch) -> list[tuple[int, int]]:
-    """[lo, hi) bounds of the runs of consecutive rows that share a prompt (same tokens).
+def group_runs(batch: RolloutBatch) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the runs of consecutive rows of one group (`batch.group_ids`).
 
     >>> from creason.train.batch import collate
     >>> b = collate([[1, 2], [1, 2], [3], [1, 2]], [[4], [5, 6], [7], [8]], [[0.0], [0.0, 0.0], [0.0], [0.0]], [0.0] * 4, 0)
-    >>> prompt_runs(b)
+    >>> group_runs(b)
     [(0, 2), (2, 3), (3, 4)]
     """
-    if batch.prompt_lens is None:
-        raise ValueError("share_prompts needs batch.prompt_lens (set by collate)")
-    lens = batch.prompt_lens.tolist()
+    if batch.group_ids is None:
+        raise ValueError("share_prompts needs batch.group_ids (set by collate)")
+    ids = batch.group_ids.tolist()
     bounds, lo = [], 0
-    for i in range(1, len(batch) + 1):
-        if i == len(batch) or lens[i] != lens[lo] or not torch.equal(batch.input_ids[i, : lens[i]],
-                                                                     batch.input_ids[lo, : lens[lo]]):
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[lo]:
             bounds.append((lo, i))
             lo = i
     return bounds
+
+
+def shared_prefix_len(rows: RolloutBatch) -> int:
+    """The number of leading tokens that every row's prompt holds alike (0 if the first differs).
+
+    >>> from creason.train.batch import collate
+    >>> shared_prefix_len(collate([[1, 2, 3], [1, 2, 4, 5], [1, 2, 3]], [[6], [7], [8]], [[0.0]] * 3, [0.0] * 3, 0))
+    2
+    """
+    p = int(rows.prompt_lens.min())
+    differs = (rows.input_ids[:, :p] != rows.input_ids[:1, :p]).any(0).nonzero()
+    return int(differs[0]) if len(differs) else p
+
+
+def _score_group(model, rows: RolloutBatch, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """`sequence_logprobs` of one group's rows, their shared prefix run once."""
+    p = shared_prefix_len(rows)
+    if p == 0:  # nothing shared: a plain forward
+        start = first_response_column(rows.response_mask)
+        return _score(_response_logits(model, rows, start), rows, start, temperature, with_entropy)
+    return _score(_shared_prompt_logits(model, rows, p), rows, p, temperature, with_entropy)
 
 
 def _response_logits(model, batch: RolloutBatch, start: int) -> Tensor:
@@ -85,15 +106,14 @@ def _response_logits(model, batch: RolloutBatch, start: int) -> Tensor:
     return out.logits[:, :-1]
 
 
-def _shared_prompt_logits(model, rows: RolloutBatch) -> Tensor:
-    """(G, T - p, V) logits of G rows that share a prompt of p tokens; [:, j] scores token p + j.
+def _shared_prompt_logits(model, rows: RolloutBatch, p: int) -> Tensor:
+    """(G, T - p, V) logits of G rows that begin with the same p tokens; [:, j] scores token p + j.
 
-    The prompt runs once with a KV cache, which is then repeated for the G completions. Rows are
-    right-padded, so no attention mask is needed: causal attention keeps padding out of every real
-    position, and the padding's own scores are masked by the caller.
+    The p tokens run once with a KV cache, which is then repeated for the G rows' own tokens. Rows
+    are right-padded, so no attention mask is needed: causal attention keeps padding out of every
+    real position, and the padding's own scores are masked by the caller.
     """
     G, T = rows.input_ids.shape
-    p = int(rows.prompt_lens[0])
     prompt = model(input_ids=rows.input_ids[:1, :p], use_cache=True, logits_to_keep=1)
     cache = prompt.past_key_values
     cache.batch_repeat_interleave(G)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from creason.config import CreasonConfig
+from creason.config import CreasonConfig, TrainConfig
 from creason.paths import checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
 
@@ -46,11 +46,23 @@ def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
     )
 
 
+def worker_scaling(t: TrainConfig) -> dict:
+    """`TorchTrainer` keyword arguments for the `train.*` workers (count, resources, process-group
+    backend): the GRPO run and the warm-up train on the same workers."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    return {"scaling_config": ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
+                                            resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
+                                                                  **t.custom_resources}),
+            "torch_config": TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo")}
+
+
 def train(cfg: CreasonConfig, resume: bool = False):
     """Run GRPO to `cfg.train.steps`; with `resume`, continue from the latest complete checkpoint."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
 
     from creason.rollout.actor import wait_ready
     from creason.train.loop import train_loop_per_worker
@@ -69,10 +81,7 @@ def train(cfg: CreasonConfig, resume: bool = False):
             train_loop_per_worker,
             train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
                                "questions_dir": resolve_questions_dir(cfg), "actors": actors},
-            scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
-                                         resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
-                                                               **t.custom_resources}),
-            torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
+            **worker_scaling(t),
             run_config=RunConfig(name="grpo", storage_path=str(storage),
                                  checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                                  failure_config=FailureConfig(max_failures=t.max_failures)),

@@ -201,16 +201,16 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     protocol), then NLL fine-tuning on them in the answer format (Ray Train + DeepSpeed with the
     `train.*` workers). Returns the summary (also in `<output_dir>/warmup/summary.json`); the model
     is in `<output_dir>/warmup/model`."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import RunConfig
+    from ray.train.torch import TorchTrainer
     from transformers import AutoTokenizer
 
     from creason.data.schema import load_questions
     from creason.evaluate.run import default_answerer
     from creason.raycluster import connect
     from creason.rollout.engine import encode_chat
-    from creason.paths import resolve_model_path
-    from creason.train.run import resolve_questions_dir
+    from creason.paths import checkpoint_root, resolve_model_path
+    from creason.train.run import resolve_questions_dir, worker_scaling
 
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
@@ -238,11 +238,8 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
         warmup_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
                            "examples": [e.__dict__ for e in examples], "model_out": str(out / "model")},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": t.cpus_per_worker, "GPU": t.gpus_per_worker,
-                                                           **t.custom_resources}),
-        torch_config=TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo"),
-        run_config=RunConfig(name="warmup", storage_path=str(out / "ray_train")),
+        **worker_scaling(t),
+        run_config=RunConfig(name="warmup", storage_path=str(checkpoint_root(out))),
     )
     trainer.fit()
     losses = json.loads((out / "losses.json").read_text())

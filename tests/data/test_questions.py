@@ -159,3 +159,28 @@ def test_mixture_recovers_two_separated_components():
     assert means == pytest.approx([1.0, 6.0], abs=0.1)
     assert stds == pytest.approx([0.3, 1.0], abs=0.1)
     assert weights == pytest.approx([0.75, 0.25], abs=0.02)
+
+
+def test_rotated_options_keep_the_record_and_point_at_the_same_answer(tiny_questions):
+    from creason.data.questions import option_lines, rotate_options
+
+    for row in tiny_questions.slice(0, 200).to_pylist():
+        q = Question.from_row(row)
+        assert option_lines(q.options) in q.user_text  # the block the rotation rewrites is the one built
+        for shift in range(q.num_options):
+            r = rotate_options(q, shift)
+            assert r.options[LETTERS.index(r.ground_truth)] == q.answer_text
+            assert r.options == q.options[shift:] + q.options[:shift]
+            before, after = q.user_text.split(option_lines(q.options))
+            assert r.user_text == before + option_lines(r.options) + after
+        # over all rotations, the right answer sits at every letter exactly once
+        assert sorted(rotate_options(q, s).ground_truth for s in range(q.num_options)) == list(q.letters)
+
+
+def test_rotating_a_question_whose_options_block_is_not_found_is_an_error(tiny_questions):
+    from creason.data.questions import rotate_options
+
+    q = Question.from_row(tiny_questions.slice(0, 1).to_pylist()[0])
+    edited = q.model_copy(update={"messages": [{**m, "content": m["content"].replace("A. ", "A) ")} for m in q.messages]})
+    with pytest.raises(ValueError, match=f"question {q.question_id}: its options block is not found"):
+        rotate_options(edited, 1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from creason.train.batch import collate
-from creason.train.policy import prompt_runs, sequence_logprobs
+from creason.train.policy import group_runs, sequence_logprobs, shared_prefix_len
 from tests.train import load_tiny, random_batch
 
 
@@ -60,13 +60,33 @@ def grouped_batch(seed: int = 1):
     return collate(rows, responses, [[-1.0] * len(r) for r in responses], [1.0, -1.0, 0.5, -0.5, 1.0, 0.0], pad_id=0)
 
 
-def test_prompt_runs_follow_shared_prompts():
-    assert prompt_runs(grouped_batch()) == [(0, 3), (3, 5), (5, 6)]
+def rotated_batch(seed: int = 2):
+    """Group 0 (4 rows): one record prefix of 6 tokens, then prompt tails that differ in tokens and
+    length (as rotated options do); group 1 (2 rows): prompts that differ from the first token."""
+    g = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(5, 1000, (6,), generator=g).tolist()
+    tails = [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (3, 3, 2, 4)]
+    prompts = [prefix + t for t in tails] + [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (5, 3)]
+    responses = [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (2, 4, 1, 3, 2, 5)]
+    return collate(prompts, responses, [[-1.0] * len(r) for r in responses], [1.0, -1.0, 0.5, -0.5, 1.0, -1.0],
+                   pad_id=0, group_ids=[0, 0, 0, 0, 1, 1])
 
 
+def test_groups_follow_shared_prompts_or_the_given_ids():
+    assert group_runs(grouped_batch()) == [(0, 3), (3, 5), (5, 6)]
+    batch = rotated_batch()
+    assert group_runs(batch) == [(0, 4), (4, 6)]
+    assert shared_prefix_len(batch.rows(slice(0, 4))) == 6
+    assert shared_prefix_len(batch.rows(slice(4, 6))) == 0
+
+
+BATCHES = {"shared prompts": grouped_batch, "rotated options": rotated_batch}
+
+
+@pytest.mark.parametrize("make_batch", BATCHES.values(), ids=BATCHES.keys())
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_shared_prompts_match_a_slow_loop(model, temperature):
-    batch = grouped_batch()
+def test_shared_prompts_match_a_slow_loop(model, temperature, make_batch):
+    batch = make_batch()
     with torch.no_grad():
         logp, entropy = sequence_logprobs(model, batch, temperature, with_entropy=True, share_prompts=True)
     slow_logp, slow_entropy = slow_logprobs(model, batch, temperature)
@@ -74,8 +94,9 @@ def test_shared_prompts_match_a_slow_loop(model, temperature):
     torch.testing.assert_close(entropy, slow_entropy, atol=1e-4, rtol=1e-4)
 
 
-def test_shared_prompts_give_the_same_gradients(model):
-    batch = grouped_batch()
+@pytest.mark.parametrize("make_batch", BATCHES.values(), ids=BATCHES.keys())
+def test_shared_prompts_give_the_same_gradients(model, make_batch):
+    batch = make_batch()
     grads = []
     for share in (False, True):
         logp, _ = sequence_logprobs(model, batch, share_prompts=share)

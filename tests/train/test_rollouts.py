@@ -32,7 +32,7 @@ def test_non_finite_rewards_scored_zero_and_counted():
     # group 1: [inf -> 0, 0, 0, 0]: all equal -> 0
     texts = [["good", "nan", "bad", "good"], ["inf", "bad", "bad", "bad"]]
     completions = [[completion(i, t) for t in group] for i, group in enumerate(texts)]
-    scored = score_rollouts(questions, completions, [(shaky_reward, 1.0)], AlgorithmConfig())
+    scored = score_rollouts([[q.ground_truth] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig())
     assert scored.metrics["nonfinite_rewards"] == 2
     assert scored.metrics["reward_mean"] == pytest.approx(2 / 8)
     assert scored.advantages == pytest.approx([0.866024, -0.866024, -0.866024, 0.866024, 0, 0, 0, 0], abs=1e-6)
@@ -42,5 +42,39 @@ def test_advantage_eps_is_read_from_the_config():
     questions = [question("q")]
     completions = [[completion(0, t) for t in ["good", "bad", "bad", "good"]]]
     # 0.5 / (0.577350 + 0.0001) = 0.865875
-    scored = score_rollouts(questions, completions, [(shaky_reward, 1.0)], AlgorithmConfig(advantage_eps=1e-4))
+    scored = score_rollouts([[q.ground_truth] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig(advantage_eps=1e-4))
     assert scored.advantages[0] == pytest.approx(0.865875, abs=1e-6)
+
+
+def rotatable(question_id: str, options: list[str], truth: str) -> Question:
+    lines = "\n".join(f"{letter}. {o}" for letter, o in zip("ABCDE", options))
+    return question(question_id).model_copy(update={
+        "options": options, "ground_truth": truth, "answer_text": options["ABCDE".index(truth)],
+        "messages": [{"role": "user", "content": f"Record.\n\nOptions:\n{lines}\n\nAnswer in \\boxed{{}}."}]})
+
+
+def test_rotated_groups_make_every_letter_right_equally_often():
+    from creason.train.rollouts import group_prompts, regroup
+
+    questions = [rotatable("q5", ["1", "2", "3", "4", "5"], "D"), rotatable("q2", ["No", "Yes"], "A")]
+    prompts, n = group_prompts(questions, 10, rotate=True)
+    assert n == 1 and len(prompts) == 20
+    assert [q.answer_text for q in prompts] == ["4"] * 10 + ["No"] * 10  # the same answer, shown at other letters
+    assert [q.ground_truth for q in prompts[:10]] == list("DDCCBBAAEE")
+    sampled = [[completion(i, f"{q.ground_truth}{i}")] for i, q in enumerate(prompts)]
+    groups, truths = regroup(prompts, sampled, 10)
+    assert [len(g) for g in groups] == [10, 10]
+    assert sorted(truths[0]) == sorted("ABCDE" * 2) and sorted(truths[1]) == sorted("AB" * 5)
+    assert [c.text for c in groups[1][:2]] == ["A10", "A11"]
+    assert group_prompts(questions, 10, rotate=False) == (questions, 10)
+    with pytest.raises(ValueError, match="do not make groups of 10"):
+        regroup(prompts[:19], sampled[:19], 10)
+
+
+def test_scored_rollouts_keep_each_completion_s_group():
+    questions = [question(f"q{i}") for i in range(3)]
+    texts = [["good", "bad"], ["bad", "bad"], ["bad", "good"]]  # the middle group has no signal and is dropped
+    completions = [[completion(i, t) for t in group] for i, group in enumerate(texts)]
+    scored = score_rollouts([[q.ground_truth] * 2 for q in questions], completions, [(shaky_reward, 1.0)],
+                            AlgorithmConfig(filter_zero_variance=True))
+    assert scored.group_ids == [0, 0, 2, 2]
