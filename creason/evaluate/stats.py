@@ -1,4 +1,9 @@
-"""Uncertainty of accuracies: percentile bootstrap intervals and McNemar's test. NumPy only.
+"""Uncertainty of accuracies: percentile bootstrap intervals and McNemar's test.
+
+McNemar's p-values come from `scipy.stats` (the exact binomial test and the chi-square
+distribution). The bootstrap stays here: `scipy.stats.bootstrap(method="percentile")` resamples
+indices, 39x slower on 500 questions and 1,000 resamples (7.0 ms against 0.18 ms, measured
+2026-12-04 on the 2-core VM), and the report computes an interval for every breakdown.
 
 Both work on per-question 0/1 correctness vectors of equal length, one per system, where
 position i is the same question for every system (a paired design).
@@ -9,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 #: Below this many discordant pairs McNemar's p-value is the exact binomial one; at or above, the
 #: continuity-corrected chi-square approximation (the usual rule, e.g. Rosner's "b + c >= 20-25").
@@ -64,9 +70,9 @@ def mcnemar(a_correct, b_correct) -> dict:
     Under the null each discordant question is a fair coin, so with n = a_only + b_only:
 
     - n < MCNEMAR_EXACT_BELOW: exact two-sided binomial p = min(1, 2 P(X <= min(a_only, b_only))),
-      X ~ Binomial(n, 1/2);
+      X ~ Binomial(n, 1/2) (`scipy.stats.binomtest`);
     - otherwise: chi2 = (|a_only - b_only| - 1)^2 / n (Edwards' continuity correction), 1 degree
-      of freedom, p = P(chi2_1 > chi2) = erfc(sqrt(chi2 / 2));
+      of freedom, p = P(chi2_1 > chi2) (`scipy.stats.chi2.sf`);
     - n == 0: p = 1 (nothing disagrees).
 
     Returns {"a_only", "b_only", "both", "neither", "n", "statistic", "p_value", "method"};
@@ -85,8 +91,7 @@ def mcnemar(a_correct, b_correct) -> dict:
         return {**out, "statistic": 0.0, "p_value": 1.0, "method": "no discordant questions"}
     if n < MCNEMAR_EXACT_BELOW:
         k = min(a_only, b_only)
-        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-        return {**out, "statistic": float(k), "p_value": min(1.0, 2.0 * tail), "method": "exact binomial"}
+        return {**out, "statistic": float(k), "p_value": float(stats.binomtest(k, n, 0.5).pvalue), "method": "exact binomial"}
     chi2 = (abs(a_only - b_only) - 1.0) ** 2 / n
-    return {**out, "statistic": chi2, "p_value": math.erfc(math.sqrt(chi2 / 2.0)),
+    return {**out, "statistic": chi2, "p_value": float(stats.chi2.sf(chi2, df=1)),
             "method": "chi-square with continuity correction"}
