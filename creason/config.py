@@ -244,7 +244,8 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
     micro_batch_size: int = Field(
-        4, ge=1, description="Sequences per forward/backward pass on a worker (the group size lets one pass share its prompt)."
+        4, ge=1, description="Sequences per forward/backward pass on a worker. A multiple of `rollout.group_size` keeps "
+        "each group in one pass, so its shared record runs once (workers receive whole groups)."
     )
     trainable_layers: int | None = Field(
         None, ge=1, description="Train only the top k decoder blocks and the final norm (embeddings and lower blocks "

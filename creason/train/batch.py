@@ -128,40 +128,76 @@ def same_prompt_groups(prompt_token_ids: list[list[int]]) -> list[int]:
     return ids
 
 
-def pad_rows(batch: RolloutBatch, multiple: int) -> RolloutBatch:
-    """Append copies of row 0 until B is a multiple of `multiple`; the copies have response_mask,
-    log-probs and advantage 0, so they add nothing to the loss, its gradient or the metrics."""
-    extra = -len(batch) % multiple
-    if extra == 0:
-        return batch
-    blank = batch.rows(torch.zeros(extra, dtype=torch.long))
-    blank = dataclasses.replace(
+def inert_rows(batch: RolloutBatch, n: int) -> RolloutBatch:
+    """`n` copies of row 0 of `batch` with response_mask, log-probs and advantage 0: they add
+    nothing to the loss, its gradient or the metrics."""
+    blank = batch.rows(torch.zeros(n, dtype=torch.long))
+    return dataclasses.replace(
         blank,
         response_mask=torch.zeros_like(blank.response_mask),
         old_logp=torch.zeros_like(blank.old_logp),
         advantages=torch.zeros_like(blank.advantages),
         ref_logp=None if blank.ref_logp is None else torch.zeros_like(blank.ref_logp),
     )
-    return batch._map(lambda name, v: torch.cat([v, getattr(blank, name)]))
+
+
+def concat_rows(first: RolloutBatch, second: RolloutBatch) -> RolloutBatch:
+    """The rows of `first`, then those of `second` (same columns)."""
+    return first._map(lambda name, v: torch.cat([v, getattr(second, name)]))
+
+
+def pad_rows(batch: RolloutBatch, multiple: int) -> RolloutBatch:
+    """Append inert copies of row 0 (`inert_rows`) until B is a multiple of `multiple`."""
+    extra = -len(batch) % multiple
+    return concat_rows(batch, inert_rows(batch, extra)) if extra else batch
+
+
+def group_bounds(batch: RolloutBatch) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the runs of consecutive rows of one group (`batch.group_ids`; without
+    them, each row is a group).
+
+    >>> b = collate([[1, 2], [1, 2], [3], [1, 2]], [[4], [5, 6], [7], [8]], [[0.0], [0.0, 0.0], [0.0], [0.0]], [0.0] * 4, 0)
+    >>> group_bounds(b)
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    if batch.group_ids is None:
+        return [(i, i + 1) for i in range(len(batch))]
+    ids = batch.group_ids.tolist()
+    bounds, lo = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[lo]:
+            bounds.append((lo, i))
+            lo = i
+    return bounds
 
 
 def shard(batch: RolloutBatch, rank: int, world_size: int) -> RolloutBatch:
-    """This rank's contiguous slice of the batch, after padding B up to a multiple of world_size.
+    """This rank's whole groups, padded with inert rows (`inert_rows`) to as many rows as the
+    fullest rank holds.
 
-    Every rank gets exactly ceil(B / world_size) >= 1 rows (padding rows are inert, see `pad_rows`),
-    so every rank runs the same number of micro-batches: required, because ZeRO-2/3 reduce
-    gradients and gather parameters inside forward/backward, collectively. Rank r gets rows
-    [r * n, (r + 1) * n); concatenating the shards in rank order gives the batch, then the padding.
+    Groups are dealt in order, ceil(groups / world_size) to a rank: rank r gets groups
+    [r * k, (r + 1) * k), so a group's rows stay on one rank (its shared record runs once) and
+    concatenating the shards in rank order, without their padding, gives the batch. Every rank gets
+    the same number of rows >= 1, so every rank runs the same number of micro-batches: required,
+    because ZeRO-2/3 reduce gradients and gather parameters inside forward/backward, collectively.
+    With one row per group this is ceil(B / world_size) rows each.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in [0, {world_size})")
-    padded = pad_rows(batch, world_size)
-    n = len(padded) // world_size
-    return padded.rows(slice(rank * n, (rank + 1) * n))
+    groups = group_bounds(batch)
+    k = max(1, math.ceil(len(groups) / world_size))
+    dealt = [groups[r * k:(r + 1) * k] for r in range(world_size)]
+    rows = max(1, max(sum(hi - lo for lo, hi in g) for g in dealt))
+    mine = dealt[rank]
+    part = batch.rows(slice(mine[0][0], mine[-1][1]) if mine else slice(0, 0))
+    return concat_rows(part, inert_rows(batch, rows - len(part))) if len(part) < rows else part
 
 
 def micro_batches(batch: RolloutBatch, size: int) -> list[RolloutBatch]:
     """Consecutive chunks of at most `size` rows, each cut to its longest row (fewer pad columns).
+    A shard holds whole groups of G rows (`shard`), so chunks keep groups whole when `size` is a
+    multiple of G; otherwise a group's rows are split over chunks, each of which runs the group's
+    shared record again (correct, slower).
 
     ceil(B / size) chunks; the last may be smaller.
     """

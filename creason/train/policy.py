@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from creason.algo import entropy_from_logits, token_logprobs
-from creason.train.batch import RolloutBatch
+from creason.train.batch import RolloutBatch, group_bounds
 
 
 def first_response_column(response_mask: Tensor) -> int:
@@ -40,8 +40,8 @@ def sequence_logprobs(
     model: a Hugging Face causal LM, or anything that calls one (a DeepSpeed engine, `TorchEngine`).
     temperature: logits are divided by it, as the sampler did (the sampler must report log-probs
     of the tempered distribution, e.g. vLLM's logprobs_mode="processed_logprobs", or use 1.0).
-    share_prompts: run each prompt once for its run of rows (module docstring); needs
-    `batch.prompt_lens`.
+    share_prompts: run the tokens each group's rows begin with once (module docstring); reads
+    `batch.group_ids` and `batch.prompt_lens`.
     Gradients flow through logp; the entropy (nats, of the tempered distribution) is a metric
     computed without gradient.
     """
@@ -49,28 +49,9 @@ def sequence_logprobs(
         start = first_response_column(batch.response_mask)
         logits = _response_logits(model, batch, start)
         return _score(logits, batch, start, temperature, with_entropy)
-    parts = [_score_group(model, batch.rows(slice(lo, hi)), temperature, with_entropy) for lo, hi in group_runs(batch)]
+    parts = [_score_group(model, batch.rows(slice(lo, hi)), temperature, with_entropy) for lo, hi in group_bounds(batch)]
     logp = torch.cat([lp for lp, _ in parts])
     return logp, torch.cat([e for _, e in parts]) if with_entropy else None
-
-
-def group_runs(batch: RolloutBatch) -> list[tuple[int, int]]:
-    """[lo, hi) bounds of the runs of consecutive rows of one group (`batch.group_ids`).
-
-    >>> from creason.train.batch import collate
-    >>> b = collate([[1, 2], [1, 2], [3], [1, 2]], [[4], [5, 6], [7], [8]], [[0.0], [0.0, 0.0], [0.0], [0.0]], [0.0] * 4, 0)
-    >>> group_runs(b)
-    [(0, 2), (2, 3), (3, 4)]
-    """
-    if batch.group_ids is None:
-        raise ValueError("share_prompts needs batch.group_ids (set by collate)")
-    ids = batch.group_ids.tolist()
-    bounds, lo = [], 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or ids[i] != ids[lo]:
-            bounds.append((lo, i))
-            lo = i
-    return bounds
 
 
 def shared_prefix_len(rows: RolloutBatch) -> int:

@@ -83,3 +83,18 @@ def test_micro_batches_split_rows_and_trim_padding():
     assert sum(c.num_tokens for c in chunks) == batch.num_tokens
     with pytest.raises(ValueError):
         micro_batches(batch, 0)
+
+
+@pytest.mark.parametrize("world_size,expected_groups,rows", [(1, [[0, 1, 2]], 8), (2, [[0, 1], [2]], 6),
+                                                             (4, [[0], [1], [2], []], 3)])
+def test_shard_keeps_groups_whole(world_size, expected_groups, rows):
+    prompts = [[5, 6]] * 3 + [[7]] * 3 + [[8, 9, 1]] * 2  # groups of 3, 3 and 2 rows
+    responses = [[10 + i] for i in range(8)]
+    batch = collate(prompts, responses, [[-0.5]] * 8, [1.0] * 8, PAD, group_ids=[0, 0, 0, 1, 1, 1, 2, 2])
+    shards = [shard(batch, r, world_size) for r in range(world_size)]
+    assert {len(s) for s in shards} == {rows}  # the fullest rank's rows, everywhere
+    for s, groups in zip(shards, expected_groups):
+        real = s.response_mask.sum(-1) > 0
+        assert sorted(set(s.group_ids[real].tolist())) == groups
+        assert int(real.sum()) == sum(3 if g < 2 else 2 for g in groups)  # every row of each of its groups
+    assert sum(s.num_tokens for s in shards) == batch.num_tokens

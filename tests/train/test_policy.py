@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from creason.train.batch import collate
-from creason.train.policy import group_runs, sequence_logprobs, shared_prefix_len
+from creason.train.batch import group_bounds
+from creason.train.policy import sequence_logprobs, shared_prefix_len
 from tests.train import load_tiny, random_batch
 
 
@@ -73,9 +74,9 @@ def rotated_batch(seed: int = 2):
 
 
 def test_groups_follow_shared_prompts_or_the_given_ids():
-    assert group_runs(grouped_batch()) == [(0, 3), (3, 5), (5, 6)]
+    assert group_bounds(grouped_batch()) == [(0, 3), (3, 5), (5, 6)]
     batch = rotated_batch()
-    assert group_runs(batch) == [(0, 4), (4, 6)]
+    assert group_bounds(batch) == [(0, 4), (4, 6)]
     assert shared_prefix_len(batch.rows(slice(0, 4))) == 6
     assert shared_prefix_len(batch.rows(slice(4, 6))) == 0
 
