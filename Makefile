@@ -13,6 +13,10 @@ BIN := $(VENV)/bin
 CPU_TORCH := torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
+# The MLflow tracking server that tests/train/test_trackers.py starts: full MLflow pins
+# pyarrow<26, below creason's, so the server has an environment of its own (~850 MB).
+MLFLOW_VENV ?= .venv-mlflow
+
 .PHONY: setup quickstart learning build-questions test clean
 
 setup: $(BIN)/creason
@@ -44,8 +48,12 @@ quickstart: setup
 learning: setup
 	$(BIN)/python ray_jobs/benchmarks/learning.py --out runs/learning.json --log runs/learning.log
 
-test: setup
+$(MLFLOW_VENV)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q "mlflow>=3.10,<4"
+
+test: setup $(MLFLOW_VENV)/bin/mlflow
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(MLFLOW_VENV) runs

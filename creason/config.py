@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -270,6 +270,31 @@ class TrainConfig(_Section):
         2, ge=-1, description="Times Ray Train restarts the worker group after a worker dies (-1: unlimited); it "
         "resumes from the latest checkpoint, so at most `checkpoint_every` steps are redone."
     )
+    loggers: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"], description="Where each step's metrics go: `jsonl` "
+        "(`<output_dir>/train/metrics.jsonl`, always on: resume and the report read it), `tensorboard` "
+        "(`<output_dir>/train/tensorboard`), `mlflow` (the `creason[tracking]` extra; server from "
+        "`mlflow_tracking_uri`), `wandb` (the `creason[tracking]` extra; `wandb_mode`). A resumed run logs to the "
+        "same MLflow / W&B run (its id is kept in `<output_dir>/train/trackers.json`)."
+    )
+    run_name: str | None = Field(None, description="The run's name in MLflow and W&B; None: the output folder's name.")
+    experiment: str = Field("creason", description="MLflow experiment and W&B project the run is logged to.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server, e.g. `http://127.0.0.1:5000`; None: MLflow's own default "
+        "(`MLFLOW_TRACKING_URI`, else a local `mlruns` folder)."
+    )
+    wandb_entity: str | None = Field(None, description="W&B team or user; None: the logged-in user's default.")
+    wandb_mode: Literal["online", "offline"] | None = Field(
+        None, description="W&B mode; None: `WANDB_MODE`, else online. `offline` writes the run under "
+        "`<output_dir>/train/wandb` for a later `wandb sync`."
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _jsonl_on(cls, loggers: list[str]) -> list[str]:
+        if "jsonl" not in loggers:
+            raise ValueError("train.loggers must keep `jsonl`: resuming a run and the report read metrics.jsonl")
+        return list(dict.fromkeys(loggers))
 
 
 class WarmupConfig(_Section):

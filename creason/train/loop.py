@@ -42,6 +42,7 @@ from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
+from creason.train.trackers import make_trackers
 
 
 def _broadcast(obj, rank: int):
@@ -99,7 +100,9 @@ class GrpoTrainer:
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
-        self.log = MetricsLog(Path(cfg.output_dir) / "train", cfg.train.steps) if self.rank == 0 else None
+        folder = Path(cfg.output_dir) / "train"
+        self.log = (MetricsLog(folder, t.steps, make_trackers(folder, t, cfg.model_dump(mode="json")))
+                    if self.rank == 0 else None)
         self.spec = rollout_sampling(cfg)
 
     # ---- the loop --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Per-step metrics: a JSONL file (one record per step), TensorBoard, and a progress line."""
+"""Per-step metrics: a JSONL file (one record per step), the trackers of `train.loggers`
+(`creason.train.trackers`), and a progress line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 from creason.atomic import write_text_atomic
+from creason.train.trackers import numeric
 
 
 def say(line: str) -> None:
@@ -20,14 +22,14 @@ def say(line: str) -> None:
 class MetricsLog:
     """`metrics.jsonl` keeps one record per step: a re-done step (after a restart) replaces the old one."""
 
-    def __init__(self, folder: Path, total_steps: int | None = None):
+    def __init__(self, folder: Path, total_steps: int | None = None, trackers: list | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "metrics.jsonl"
         self.total_steps = total_steps
         self._started = time.perf_counter()
         self._first_step: int | None = None
-        self._tb = None
+        self.trackers = trackers or []
 
     def records(self) -> list[dict]:
         if not self.path.exists():
@@ -43,18 +45,10 @@ class MetricsLog:
         """Append the step's record; `time` is when it was written (Unix seconds)."""
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
-        self._tensorboard(step, metrics)
+        values = numeric(metrics)
+        for tracker in self.trackers:
+            tracker.log(step, values)
         self._progress(step, metrics)
-
-    def _tensorboard(self, step: int, metrics: dict) -> None:
-        if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.folder / "tensorboard"))
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self._tb.add_scalar(key, value, step)
-        self._tb.flush()
 
     def _progress(self, step: int, metrics: dict) -> None:
         val = f" | val accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
@@ -70,7 +64,7 @@ class MetricsLog:
             f"accuracy {metrics.get('accuracy', float('nan')):.3f}{val} | {per_step:.1f} s/step{eta}")
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
