@@ -154,8 +154,8 @@ def training_worker(arch: Architecture, *, precision: str, zero_stage: int, worl
       the step in bf16 (4T/W at ZeRO 1-2, one sub-group, min(1e9, T/W)*4, at ZeRO-3), buckets of
       5e7 elements (2 at ZeRO 1-2, the prefetch one at ZeRO-3) and at ZeRO-3 the largest module
       gathered whole (a block, the embeddings or the head).
-    - reference (algorithm.beta > 0): a full unsharded copy P*b on every worker, as
-      creason/train/loop.py holds it.
+    - reference (algorithm.beta > 0): P*b on every worker, P*b/W at ZeRO-3 where it is
+      partitioned like the policy (`creason.train.engine.build_reference`).
     - activations of one micro-batch: tokens * layers_in_graph * `activation_elements` * b, with
       tokens = (prompts in the micro-batch) * p + mb * c when the shared-prompt forward runs, else
       mb * (p + c); only the top `trainable_layers` blocks are in the graph. With gradient
@@ -188,7 +188,7 @@ def training_worker(arch: Architecture, *, precision: str, zero_stage: int, worl
             extra += 2 * min(BUCKET_ELEMENTS, T) * b
     terms["DeepSpeed buffers"] = extra
     if reference:
-        terms["reference"] = P * b
+        terms["reference"] = P * b / (W if zero_stage == 3 else 1)
     in_graph = min(trainable_layers or arch.layers, arch.layers)
     prompts = math.ceil(micro_batch / group_size) if share_prompt else micro_batch
     tokens = prompts * prompt_tokens + micro_batch * completion_tokens

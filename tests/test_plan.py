@@ -116,17 +116,21 @@ def test_engine_terms():
     assert engine_process(SMOL, dtype="fp32", kv_cache_gib=0.5, gpu=False)["oneDNN packed weights"] == 4 * SMOL.params()
 
 
-def test_paper_refuses_the_training_worker_on_8x80():
+def test_paper_fits_8x80_with_the_reference_sharded_and_refuses_micro_batch_2():
     plan = plan_run(load_config("paper"), PHI4, OFFER_8X80, model="phi-4")
-    assert not plan.fits
-    (problem,) = plan.problems
+    assert plan.fits, plan.problems
+    worker = next(n for n in plan.needs if n.role == "training worker")
+    assert worker.terms["reference"] == pytest.approx(worker.terms["weights"])  # P b / W, as the policy's weights
+    wider = plan_run(load_config("paper", ["train.micro_batch_size=2"]), PHI4, OFFER_8X80, model="phi-4")
+    assert not wider.fits
+    (problem,) = wider.problems
     assert problem.startswith("training worker: needs")
     assert "train.num_workers" in problem and "algorithm.beta" in problem
-    rollout = next(n for n in plan.needs if n.role == "rollout actor")
-    assert rollout.total < 80 and plan.phases["training"][0] == 8
+    rollout = next(n for n in wider.needs if n.role == "rollout actor")
+    assert rollout.total < 80 and wider.phases["training"][0] == 8
     # the cluster files' two nodes (8 rollout + 8 training GPUs) fit
-    two_nodes = plan_run(load_config("paper", ["train.num_workers=8", "rollout.num_actors=8"]), PHI4,
-                         Offer(16, 80, 1000, "test"), model="phi-4")
+    two_nodes = plan_run(load_config("paper", ["train.num_workers=8", "rollout.num_actors=8", "train.micro_batch_size=2"]),
+                         PHI4, Offer(16, 80, 1000, "test"), model="phi-4")
     assert two_nodes.fits, two_nodes.problems
 
 
@@ -141,7 +145,8 @@ def test_refusals_name_role_and_knob():
 
 
 def test_cli_exit_status_and_message(capsys):
-    args = ["plan", "--config", "paper", "--gpus", "8", "--gpu-gib", "80", "--host-gib", "1000"]
+    args = ["plan", "--config", "paper", "--gpus", "8", "--gpu-gib", "80", "--host-gib", "1000",
+            "--set", "train.micro_batch_size=2"]
     assert main(args) == 1
     out = capsys.readouterr()
     assert "DOES NOT FIT" in out.out

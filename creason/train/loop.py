@@ -36,8 +36,8 @@ from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.data.schema import load_questions
 from creason.train.data import PromptStream, batch_fingerprint
-from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, full_state_dict,
-                                  mix_policy_into_reference)
+from creason.train.engine import (build_deepspeed_engine, build_reference, enable_gradient_checkpointing,
+                                  full_state_dict, load_reference, mix_policy_into_reference, reference_state)
 from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
@@ -82,9 +82,6 @@ class GrpoTrainer:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        self.ref = None
-        if cfg.algorithm.beta > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
         t = cfg.train
         self.trainable = train_top_blocks(model, t.trainable_layers)
         self.engine, self.scheduler = build_deepspeed_engine(
@@ -92,8 +89,11 @@ class GrpoTrainer:
             total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
             micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world,
         )
-        if self.ref is not None:
-            self.ref.to(self.engine.device)  # the reference computes where the policy does
+        self.ref = None
+        if cfg.algorithm.beta > 0:  # computes where the policy does, partitioned like it at ZeRO-3
+            self.ref = build_reference(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
+                                       zero_stage=t.zero_stage, precision=cfg.model.precision, world_size=self.world,
+                                       device=self.engine.device)
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
         self.val = load_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
                                        cfg.evaluate.seed) if t.eval_every else []
@@ -162,7 +162,7 @@ class GrpoTrainer:
         if self.ref is not None:
             t0 = time.perf_counter()
             local.ref_logp = compute_ref_logprobs(self.ref, local, self.cfg.train.micro_batch_size,
-                                                  share_prompts=self.cfg.train.share_prompt_forward)
+                                                  share_prompts=self.share_prompts)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,
@@ -213,7 +213,7 @@ class GrpoTrainer:
         with checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d), self.engine, self.scheduler)
         if self.ref is not None and state.get("reference") is not None:
-            self.ref.load_state_dict(state["reference"])
+            load_reference(self.ref, state["reference"])
         return int(state["step"])
 
     def record_placement(self) -> None:
@@ -241,7 +241,7 @@ class GrpoTrainer:
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d), self.engine, self.scheduler, self.tokenizer, step=step,
                             data_position=self.stream.position(step), config=self.cfg.model_dump(mode="json"),
-                            reference=self.ref.state_dict() if self.ref is not None else None)
+                            reference=reference_state(self.ref, keep=self.rank == 0) if self.ref is not None else None)
             ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 

@@ -61,3 +61,50 @@ def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
 @pytest.mark.slow
 def test_reference_refresh_under_zero3_on_two_workers():
     mp.spawn(_refresh_after_a_zero3_step, args=(2, free_port()), nprocs=2, join=True)
+
+
+def _sharded_reference(rank: int, world: int, port: int) -> None:
+    from creason.train.batch import collate
+    from creason.train.engine import (build_deepspeed_engine, build_reference, full_state_dict, load_reference,
+                                      mix_policy_into_reference, reference_state)
+    from creason.train.step import compute_ref_logprobs
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = tiny_llama()
+    whole = copy.deepcopy(model).eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in whole.state_dict().items()}
+    reference = build_reference(copy.deepcopy(model), zero_stage=3, precision="fp32", world_size=world,
+                                device=torch.device("cpu"))
+    assert reference.module.model.norm.weight.numel() == 0  # partitioned like the policy, not a full copy
+    engine, _ = build_deepspeed_engine(model, lr=1e-2, total_steps=4, zero_stage=3, micro_batch_size=2,
+                                       world_size=world)
+
+    g = torch.Generator().manual_seed(7)  # the same batch on both ranks
+    prompts = [torch.randint(0, 256, (n,), generator=g).tolist() for n in (5, 3)]
+    responses = [torch.randint(0, 256, (n,), generator=g).tolist() for n in (4, 2)]
+    batch = collate(prompts, responses, [[0.0] * len(r) for r in responses], [1.0, -1.0], pad_id=0)
+    torch.testing.assert_close(compute_ref_logprobs(reference, batch), compute_ref_logprobs(whole, batch))
+
+    tokens = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(rank))
+    engine.backward(engine(input_ids=tokens, labels=tokens).loss)
+    engine.step()
+    policy = full_state_dict(engine)
+    mix_policy_into_reference(reference, engine, ALPHA)  # partition into partition
+    mixed = reference_state(reference, keep=True)
+    for k in before:
+        torch.testing.assert_close(mixed[k], before[k].lerp(policy[k], ALPHA), msg=k)
+    assert reference_state(reference, keep=False) is None
+
+    load_reference(reference, before)  # a checkpoint's reference, back into the partitions
+    restored = reference_state(reference, keep=True)
+    for k in before:
+        torch.testing.assert_close(restored[k], before[k], msg=k)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_reference_sharded_like_the_policy_under_zero3():
+    mp.spawn(_sharded_reference, args=(2, free_port()), nprocs=2, join=True)
