@@ -25,6 +25,13 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from creason.models.lora import merge_adapter
+
+    print(merge_adapter(args.adapter, args.out, args.base))
+    return 0
+
+
 def cmd_show_config(args: argparse.Namespace) -> int:
     print(dump_config(load_config(args.config, args.overrides)), end="")
     return 0
@@ -175,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creason", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch-model", help="convert the packaged SmolLM2-135M-Instruct once and print its folder").set_defaults(fn=cmd_fetch_model)
+    merge = sub.add_parser("merge", help="merge a LoRA adapter folder (a checkpoint's adapter/) into a plain Hugging Face folder")
+    merge.add_argument("adapter", help="PEFT adapter folder")
+    merge.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    merge.add_argument("--base", default=None, help="base model folder (default: the one the adapter names)")
+    merge.set_defaults(fn=cmd_merge)
     for name, fn, text in (
         ("show-config", cmd_show_config, "print the resolved configuration as YAML"),
         ("build-questions", cmd_build_questions, "registry -> question Parquet shards on Ray Data"),

@@ -106,6 +106,22 @@ class RayConfig(_Section):
     data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
 
 
+class LoraSettings(_Section):
+    """LoRA adapters on the policy (PEFT): the trainer trains them only; rollout engines, checkpoints'
+    `policy/`, evaluation and serving get the merged weights (creason/models/lora.py)."""
+
+    rank: int = Field(16, ge=1, description="Rank r of each adapter (B: out x r, A: r x in).")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is (alpha / r) B A.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the adapters' input. Keep 0 for GRPO: dropout makes the trainer's "
+        "log-probs noisy, so the ratio is not 1 on the first pass and `mismatch` grows."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Names of the linear layers that get adapters (Llama/Phi/Qwen names: attention and MLP).",
+    )
+
+
 class ModelConfig(_Section):
     """The policy model."""
 
@@ -114,6 +130,10 @@ class ModelConfig(_Section):
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="Training and rollout precision (fp32 on CPUs: bf16 is ~8x slower there; bf16 on GPUs)."
+    )
+    lora: LoraSettings | None = Field(
+        None, description="Train LoRA adapters instead of the weights (None: full fine-tuning). Not with "
+        "`train.trainable_layers` nor at ZeRO-3; the warm-up stage trains the full model."
     )
 
 
@@ -484,6 +504,14 @@ class CreasonConfig(_Section):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="after")
+    def _lora_fits(self) -> "CreasonConfig":
+        if self.model.lora is not None and self.train.trainable_layers is not None:
+            raise ValueError("model.lora and train.trainable_layers both choose what trains: set one of them")
+        if self.model.lora is not None and self.train.zero_stage == 3:
+            raise ValueError("model.lora is not supported at train.zero_stage=3 (the adapters are small: use ZeRO 0-2)")
+        return self
 
 
 class ConfigError(ValueError):

@@ -19,8 +19,12 @@ from creason.train.run import train
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _config(out: Path, model: Path, steps: int):
-    return load_config("quickstart", [
+def _config(out: Path, model: Path, steps: int, extra: tuple[str, ...] = ()):
+    return load_config("quickstart", [*_overrides(out, model, steps), *extra])
+
+
+def _overrides(out: Path, model: Path, steps: int) -> list[str]:
+    return [
         f"output_dir={out}", "data.num_patients=400", "data.block_size=200", f"model.path={model}",
         "rollout.num_actors=1", "rollout.cpus_per_actor=1", "train.cpus_per_worker=0.5", "train.threads_per_worker=1",
         "train.zero_stage=2",
@@ -29,7 +33,7 @@ def _config(out: Path, model: Path, steps: int):
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=2",
         "train.eval_questions=3", "evaluate.max_new_tokens=24",
         "algorithm.truncation=none", "algorithm.filter_zero_variance=false", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
-    ])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,27 @@ def test_resume_runs_step_three_on_the_uninterrupted_batch(first_run):
     stream = PromptStream(load_questions(out / "questions", "train", ["masked_value"]), 2, cfg.seed)
     assert records[2]["batch"] == batch_fingerprint(stream.batch(2))
     assert records[2]["data_position"] == 6
+
+
+def test_lora_trains_adapters_and_rollouts_run_the_merged_weights(ray_local, tiny_model_dir, tmp_path):
+    """model.lora: the adapters train (the checkpoint's adapter/ is a PEFT folder and its policy/
+    the merged model, which has moved from the base); vLLM samples step 2 with the merged weights
+    of step 1 (mismatch at float noise, far below the change the step made)."""
+    from transformers import AutoModelForCausalLM
+
+    from creason.models.lora import is_adapter_folder
+
+    cfg = _config(tmp_path, tiny_model_dir, steps=2,
+                  extra=("model.lora.rank=8", "train.lr=5e-2", "algorithm.beta=0", "train.eval_every=0"))
+    build_question_set(cfg)
+    result = train(cfg)
+    step1, step2 = _records(tmp_path)
+    checkpoint = latest_checkpoint(result.checkpoint.path)
+    assert is_adapter_folder(checkpoint / "adapter")
+    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
+        trained = AutoModelForCausalLM.from_pretrained(checkpoint / "policy")(input_ids=tokens).logits.log_softmax(-1)
+    moved = (trained - base).abs().mean().item()
+    assert moved > 1e-3
+    assert step2["weight_version"] == 1 and step2["mismatch"] < moved / 10, (step2["mismatch"], moved)

@@ -33,7 +33,10 @@ def _label(entry: str) -> tuple[str, str]:
 
 
 def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
-    """(label, folder) of each model to evaluate, labels made unique."""
+    """(label, folder) of each model to evaluate, labels made unique; a LoRA adapter folder is
+    evaluated as its merged model (`creason.models.lora.plain_model_folder`)."""
+    from creason.models.lora import plain_model_folder
+
     if cfg.evaluate.models:
         models = [_label(m) for m in cfg.evaluate.models]
     else:
@@ -44,7 +47,7 @@ def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
     unique = []
     for label, path in models:
         seen[label] = seen.get(label, 0) + 1
-        unique.append((label if seen[label] == 1 else f"{label} ({seen[label]})", path))
+        unique.append((label if seen[label] == 1 else f"{label} ({seen[label]})", str(plain_model_folder(path))))
     return unique
 
 

@@ -3,7 +3,8 @@
 Layout of `root/step_00000042/`:
 
     policy/             the policy in Hugging Face format (safetensors + tokenizer): loads as is
-                        with transformers' from_pretrained and with vLLM
+                        with transformers' from_pretrained and with vLLM (with LoRA: merged)
+    adapter/            with `model.lora` only: the adapters as a PEFT folder
     engine/state/       the engine's own checkpoint (DeepSpeed `save_checkpoint`): module weights,
                         optimizer state (each rank writes its ZeRO partition), exact fp32 masters
     trainer_state.pt    step, data position, LR-scheduler state, RNG states of rank 0, and the
@@ -43,6 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from creason.models.lora import is_peft, save_adapter
 from creason.train.engine import full_state_dict
 
 MARKER = "COMPLETE.rank{rank}"
@@ -165,7 +167,11 @@ def is_complete(path: str | Path) -> bool:
 
 
 def _write_shared(tmp: Path, module, weights, tokenizer, *, step, data_position, scheduler, reference, config) -> None:
-    """Rank 0's files: the HF policy folder, trainer_state.pt and meta.json."""
+    """Rank 0's files: the HF policy folder (and with LoRA the adapter folder), trainer_state.pt
+    and meta.json."""
+    if is_peft(module):  # `weights` are merged: policy/ is a plain model, adapter/ the PEFT folder
+        save_adapter(module, tmp / "adapter")
+        module = module.get_base_model()
     module.save_pretrained(tmp / "policy", state_dict=weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "policy")

@@ -169,8 +169,12 @@ def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
     and a rank that does not keep it does nothing. Stage 3 partitions parameters: each is gathered
     in turn with `deepspeed.zero.GatheredParameters`, a collective, so every rank calls this, and
     only the ranks that keep it copy. Tied parameters (embeddings and lm_head) stay one tensor
-    under both names (copied once).
+    under both names (copied once). A LoRA policy gives its merged weights (`merged_weights`).
     """
+    from creason.models.lora import is_peft, merged_weights
+
+    if is_peft(engine.module):  # LoRA (ZeRO 0-2 only): the adapters merged, under the base model's names
+        return merged_weights(engine.module) if keep else {}
     gather = zero_stage_of(engine) == 3
     if not keep and not gather:
         return {}

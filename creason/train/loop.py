@@ -31,6 +31,7 @@ from creason.config import CreasonConfig, TrainConfig
 from creason.rollout.actor import answer_on_actors, generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.sync import make_weight_sync
+from creason.models.lora import add_lora
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
@@ -83,6 +84,8 @@ class GrpoTrainer:
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         t = cfg.train
+        if cfg.model.lora is not None:  # the adapters train; rollouts and checkpoints get merged weights
+            model = add_lora(model, cfg.model.lora)
         self.trainable = train_top_blocks(model, t.trainable_layers)
         self.engine, self.scheduler = build_deepspeed_engine(
             model, lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), warmup_steps=int(t.warmup_ratio * t.steps),
