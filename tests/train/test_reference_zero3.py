@@ -26,14 +26,19 @@ def tiny_llama():
     return LlamaForCausalLM(config)
 
 
-def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
-    from creason.algo import mix_reference
-    from creason.train.engine import build_deepspeed_engine, full_state_dict, mix_policy_into_reference
-
+def join_gloo_group(rank: int, world: int, port: int) -> None:
+    """This spawned process as rank `rank` of a gloo group of `world` on a local port, 1 thread."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
+    from creason.algo import mix_reference
+    from creason.train.engine import build_deepspeed_engine, full_state_dict, mix_policy_into_reference
+
+    join_gloo_group(rank, world, port)
     model = tiny_llama()
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     before = {k: v.clone() for k, v in reference.state_dict().items()}
@@ -69,10 +74,7 @@ def _sharded_reference(rank: int, world: int, port: int) -> None:
                                       mix_policy_into_reference, reference_state)
     from creason.train.step import compute_ref_logprobs
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_gloo_group(rank, world, port)
     model = tiny_llama()
     whole = copy.deepcopy(model).eval().requires_grad_(False)
     before = {k: v.clone() for k, v in whole.state_dict().items()}
