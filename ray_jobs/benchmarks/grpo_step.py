@@ -64,6 +64,7 @@ def summarize(records: list[dict]) -> dict:
     step_s = sum(phase.values())
     sync_parts = {p: statistics.mean(r.get(f"time_sync_{p}_s", 0.0) for r in steady) for p in ("gather", "engine_load")}
     return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s, "sync_parts_s": sync_parts,
+            "completions_per_s": statistics.mean(r["completions"] for r in steady) / step_s,  # issue 15's measure
             "loop_generate_tokens_per_s": sum(r["generate_tokens"] for r in steady)
             / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
             "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["time_generate_s"]} for r in steady],
@@ -111,10 +112,11 @@ def main() -> None:
     p = s["phase_s"]
     print(f"\n{result['machine']}\n")
     print("| generate s | score s | reference s | train s | sync s | step s | sync share | loop gen tok/s | "
-          "standalone gen tok/s | loop/standalone | train tok/s per worker | peak GiB |\n|" + "---|" * 12)
+          "standalone gen tok/s | loop/standalone | train tok/s per worker | completions/s | peak GiB |\n|" + "---|" * 13)
     print(f"| {p['generate']:.1f} | {p['score']:.2f} | {p['reference']:.1f} | {p['train']:.1f} | {p['sync']:.2f} | "
           f"{s['step_s']:.1f} | {s['sync_share']:.1%} | {s['loop_generate_tokens_per_s']:.0f} | {alone:.0f} | "
-          f"{result['loop_vs_standalone']:.2f} | {s['train_tokens_per_s']:.0f} | {result['peak_pss_gib']:.2f} |")
+          f"{result['loop_vs_standalone']:.2f} | {s['train_tokens_per_s']:.0f} | {s['completions_per_s']:.3f} | "
+          f"{result['peak_pss_gib']:.2f} |")
     for i, (loop, solo) in enumerate(zip(s["loop_steps"], standalone["steps"]), start=1):
         print(f"step {i}: loop {loop['tokens']} tokens in {loop['seconds']:.1f} s, standalone {solo['tokens']} tokens in {solo['seconds']:.1f} s")
     parts = s["sync_parts_s"]
