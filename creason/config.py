@@ -120,6 +120,18 @@ class LoraSettings(_Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Names of the linear layers that get adapters (Llama/Phi/Qwen names: attention and MLP).",
     )
+    sync: Literal["auto", "adapter", "merged"] = Field(
+        "auto", description="What the rollout engines get after each step: `adapter` (vLLM runs the adapter with "
+        "its LoRA kernels, `enable_lora`; a sync sends the adapters only), `merged` (the merged full weights; "
+        "engines without LoRA) or `auto`: adapter where rollout actors have GPUs, merged on CPUs, where vLLM's "
+        "LoRA kernels cost more in generation than the sync saves (docs/benchmarks.md, LoRA weight sync)."
+    )
+
+    def resolved_sync(self, gpus_per_actor: float) -> str:
+        """`sync` with `auto` decided for rollout actors of `gpus_per_actor` GPUs."""
+        if self.sync != "auto":
+            return self.sync
+        return "adapter" if gpus_per_actor > 0 else "merged"
 
 
 class ModelConfig(_Section):
@@ -511,6 +523,9 @@ class CreasonConfig(_Section):
             raise ValueError("model.lora and train.trainable_layers both choose what trains: set one of them")
         if self.model.lora is not None and self.train.zero_stage == 3:
             raise ValueError("model.lora is not supported at train.zero_stage=3 (the adapters are small: use ZeRO 0-2)")
+        if (self.model.lora is not None and self.model.lora.resolved_sync(self.rollout.gpus_per_actor) == "adapter"
+                and self.rollout.backend != "vllm"):
+            raise ValueError("model.lora.sync=adapter needs rollout.backend=vllm (vLLM's LoRA); use sync=merged")
         return self
 
 

@@ -116,16 +116,19 @@ def test_resume_runs_step_three_on_the_uninterrupted_batch(first_run):
     assert records[2]["data_position"] == 6
 
 
-def test_lora_trains_adapters_and_rollouts_run_the_merged_weights(ray_local, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("sync", ["adapter", "merged"])
+def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, tmp_path, sync):
     """model.lora: the adapters train (the checkpoint's adapter/ is a PEFT folder and its policy/
-    the merged model, which has moved from the base); vLLM samples step 2 with the merged weights
-    of step 1 (mismatch at float noise, far below the change the step made)."""
+    the merged model, which has moved from the base); vLLM samples step 2 with step 1's adapters,
+    run by its LoRA kernels (`sync: adapter`) or merged into its weights (`sync: merged`): mismatch
+    at float noise, far below the change the step made."""
     from transformers import AutoModelForCausalLM
 
     from creason.models.lora import is_adapter_folder
 
     cfg = _config(tmp_path, tiny_model_dir, steps=2,
-                  extra=("model.lora.rank=8", "train.lr=5e-2", "algorithm.beta=0", "train.eval_every=0"))
+                  extra=("model.lora.rank=8", f"model.lora.sync={sync}", "train.lr=5e-2", "algorithm.beta=0",
+                         "train.eval_every=0"))
     build_question_set(cfg)
     result = train(cfg)
     step1, step2 = _records(tmp_path)

@@ -121,9 +121,10 @@ def letter_of(token_id: int, letter_ids: dict[str, int], valid: str) -> str:
 
 
 def answer_questions(llm: Any, tokenizer: Any, questions: list[Question], max_new_tokens: int,
-                     max_model_len: int, timings: dict | None = None) -> list[ModelAnswer]:
+                     max_model_len: int, timings: dict | None = None, lora_request: Any = None) -> list[ModelAnswer]:
     """Both steps of the protocol for `questions` on a `vllm.LLM` (two batched generate calls).
-    `timings`, when given, receives the seconds of each step ("reasoning_s", "forced_s")."""
+    `timings`, when given, receives the seconds of each step ("reasoning_s", "forced_s");
+    `lora_request`: the LoRA adapter both steps run with (a rollout engine's, `model.lora`)."""
     import time
 
     from vllm import SamplingParams
@@ -142,13 +143,13 @@ def answer_questions(llm: Any, tokenizer: Any, questions: list[Question], max_ne
         reasoned = [NO_REASONING] * len(prompts)
     else:
         reasoned = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], reason_params,
-                                                        use_tqdm=False)]
+                                                        use_tqdm=False, lora_request=lora_request)]
     middle = time.perf_counter()
     forced_inputs = [forced_prompt_ids(p, list(r.token_ids), suffix, special) for p, r in zip(prompts, reasoned)]
     force_params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=FORCED_TOP_LOGPROBS,
                                    allowed_token_ids=[letter_ids[x] for x in q.letters]) for q in questions]
     forced = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": f} for f in forced_inputs], force_params,
-                                                  use_tqdm=False)]
+                                                  use_tqdm=False, lora_request=lora_request)]
     if timings is not None:
         timings.update(reasoning_s=middle - start, forced_s=time.perf_counter() - middle)
     return [_answer(q, r, f, letter_ids, tokenizer) for q, r, f in zip(questions, reasoned, forced)]

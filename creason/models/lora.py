@@ -1,15 +1,12 @@
 """LoRA adapters on the policy (`model.lora`), through PEFT. No Ray.
 
-The trainer trains the adapters only (`add_lora`); everything else keeps seeing a plain model:
-the rollout engines receive the merged weights (`merged_weights`: W + scale * B A for every adapted
-layer, under the base model's own parameter names), each checkpoint holds the merged model in
-`policy/` beside the adapter as a PEFT folder in `adapter/`, and evaluation and serving accept an
-adapter folder by merging it once into a plain Hugging Face folder (`plain_model_folder`,
-`creason merge`).
-
-Why merged weights to vLLM rather than vLLM's LoRA adapters: the sync then stays one code path
-for every model and transport, and the engines run at full speed without LoRA kernels; the cost,
-sending all weights instead of the adapter, is measured in docs/benchmarks.md (GRPO step with LoRA).
+The trainer trains the adapters only (`add_lora`). The rollout engines get, after each step,
+either the adapters alone (`adapter_weights`, `model.lora.sync: adapter`, the default: vLLM runs
+them with its LoRA kernels, `write_adapter`) or the merged weights (`merged_weights`: W + scale *
+B A for every adapted layer, under the base model's own parameter names; engines without LoRA).
+Each checkpoint holds the merged model in `policy/` beside the adapter as a PEFT folder in
+`adapter/`, and evaluation and serving accept an adapter folder by merging it once into a plain
+Hugging Face folder (`plain_model_folder`, `creason merge`). Sync times of both: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,6 +20,13 @@ from torch import Tensor
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_NAME = "default"
+
+
+def lora_sync(cfg: Any) -> str | None:
+    """How the policy's LoRA adapters reach the rollout engines of `cfg` (a `CreasonConfig`):
+    "adapter" or "merged" (`LoraSettings.resolved_sync`); None without LoRA."""
+    lora = cfg.model.lora
+    return None if lora is None else lora.resolved_sync(cfg.rollout.gpus_per_actor)
 
 
 def add_lora(model: torch.nn.Module, settings: Any) -> torch.nn.Module:
@@ -65,6 +69,35 @@ def merged_weights(model: torch.nn.Module) -> dict[str, Tensor]:
                 copies[id(tensor)] = tensor.detach().cpu().clone()
             out[name] = copies[id(tensor)]
     return out
+
+
+@torch.no_grad()
+def adapter_weights(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The adapters only, on CPU, under the names of a PEFT adapter file
+    (`base_model.model.<module>.lora_A.weight`): what `write_adapter` writes and vLLM loads."""
+    from peft import get_peft_model_state_dict
+
+    return {name: tensor.detach().cpu().clone() for name, tensor in get_peft_model_state_dict(model).items()}
+
+
+def is_adapter_tensors(names: list[str]) -> bool:
+    """Whether tensor names are those of a PEFT LoRA adapter (`adapter_weights`), not a model's."""
+    return bool(names) and all(".lora_A." in n or ".lora_B." in n for n in names)
+
+
+def write_adapter(folder: Path, tensors: dict[str, Tensor], settings: dict, base_model: str) -> Path:
+    """A PEFT adapter folder from `adapter_weights` tensors and `model.lora` settings (as a dict):
+    `adapter_config.json` and `adapter_model.safetensors`, what vLLM's `LoRARequest` reads."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    LoraConfig(r=settings["rank"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+               target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM",
+               base_model_name_or_path=base_model).save_pretrained(str(folder))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
+    return folder
 
 
 def save_adapter(model: torch.nn.Module, folder: Path) -> None:

@@ -67,7 +67,8 @@ class RolloutWorker:
         llm = getattr(self.engine, "llm", None)
         if llm is None:
             raise ValueError("the evaluation protocol needs a vLLM engine: set rollout.backend=vllm or train.eval_every=0")
-        return answer_questions(llm, self.engine.tokenizer, questions, max_new_tokens, max_model_len)
+        return answer_questions(llm, self.engine.tokenizer, questions, max_new_tokens, max_model_len,
+                                lora_request=getattr(self.engine, "lora_request", None))
 
     def connect_weight_sync(self, transport: str, **options: Any) -> None:
         """Open this actor's end of the weight transport `transport` (`creason.rollout.sync`) with

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
+from creason.models.lora import is_adapter_tensors, write_adapter
 from creason.rollout.types import ChatPrompt, Completion, GenerationStats, SamplingSpec
 
 DEFAULT_KV_CACHE_BYTES = 256 * 1024**2
@@ -78,6 +79,10 @@ class VllmEngine:
         gpu_memory_utilization: only read when `kv_cache_memory_bytes` is None (GPU builds).
         num_threads: torch threads for this engine. vLLM otherwise drops the process to 1 thread
             unless OMP_NUM_THREADS is set.
+        lora: `model.lora` settings (a dict) when the policy's LoRA adapters are synced as adapters
+            (`sync: adapter`): vLLM starts with LoRA enabled (one adapter, its rank), and
+            `load_weights` given adapter tensors loads them as that adapter, which every
+            generation then uses.
         **llm_kwargs: passed to `vllm.LLM` as they are.
     """
 
@@ -91,8 +96,12 @@ class VllmEngine:
         enforce_eager: bool | None = None,
         gpu_memory_utilization: float = 0.5,
         num_threads: int | None = None,
+        lora: dict | None = None,
         **llm_kwargs: Any,
     ) -> None:
+        if lora is not None:
+            llm_kwargs = {**llm_kwargs, "enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank_slot(lora["rank"])}
+        self.model_path, self.lora, self.lora_request = str(model_path), lora, None
         with _in_process_vllm(num_threads) as LLM:
             self.llm = LLM(
                 model=str(model_path),
@@ -117,7 +126,8 @@ class VllmEngine:
         start = time.perf_counter()
         prompt_ids = [encode_chat(self._tokenizer, p) for p in prompts]
         outputs = self.llm.generate(
-            [{"prompt_token_ids": ids} for ids in prompt_ids], _sampling_params(spec), use_tqdm=False
+            [{"prompt_token_ids": ids} for ids in prompt_ids], _sampling_params(spec), use_tqdm=False,
+            lora_request=self.lora_request,
         )
         result = [[_completion(i, ids, o) for o in out.outputs] for i, (ids, out) in enumerate(zip(prompt_ids, outputs))]
         self.last_stats = GenerationStats.of(prompt_ids, result, time.perf_counter() - start)
@@ -143,10 +153,30 @@ class VllmEngine:
         The tensors are read once, one at a time (vLLM iterates them as it loads), so a streaming
         source (the bucketed broadcast) holds one bucket at a time, not the whole model."""
         start = time.perf_counter()
+        if self.lora is not None:  # the policy's LoRA adapters (`sync: adapter`): small, read at once
+            named_tensors = list(named_tensors)
+            if is_adapter_tensors([name for name, _ in named_tensors]):
+                self._load_adapter(dict(named_tensors))
+                return time.perf_counter() - start
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.apply_model(_repack_cpu_lm_head)
         self.llm.reset_prefix_cache()
         return time.perf_counter() - start
+
+    def _load_adapter(self, tensors: dict) -> None:
+        """Write the adapters as a PEFT folder of this engine and load them in place of the last
+        ones (one adapter id, `load_inplace`); the prefix cache is cleared (its KV blocks came from
+        the old adapters)."""
+        import tempfile
+
+        from vllm.lora.request import LoRARequest
+
+        if not hasattr(self, "_adapter_dir"):
+            self._adapter_dir = tempfile.mkdtemp(prefix="creason-adapter-")
+        write_adapter(Path(self._adapter_dir), tensors, self.lora, self.model_path)
+        self.lora_request = LoRARequest("policy", 1, self._adapter_dir, load_inplace=True)
+        self.llm.llm_engine.add_lora(self.lora_request)
+        self.llm.reset_prefix_cache()
 
 
 @contextmanager
@@ -181,6 +211,15 @@ def _in_process_vllm(num_threads: int | None):
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = omp_before
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest rank vLLM accepts as `max_lora_rank` that holds `rank`.
+
+    >>> lora_rank_slot(4), lora_rank_slot(16), lora_rank_slot(20)
+    (8, 16, 32)
+    """
+    return next(slot for slot in (8, 16, 32, 64, 128, 256, 320, 512) if slot >= rank)
 
 
 def _repack_cpu_lm_head(model: Any) -> None:

@@ -191,6 +191,17 @@ def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
     return out if keep else {}
 
 
+def rollout_weights(engine, keep: bool, lora_sync: str | None = None) -> dict[str, Tensor]:
+    """What a weight sync sends the rollout engines ({} where `keep` is False): the adapters alone
+    with LoRA synced as adapters (`lora_sync` "adapter", `LoraSettings.resolved_sync`), else the
+    full weights (`full_state_dict`: merged ones with LoRA synced merged)."""
+    if lora_sync == "adapter":
+        from creason.models.lora import adapter_weights
+
+        return adapter_weights(engine.module) if keep else {}
+    return full_state_dict(engine, keep=keep)
+
+
 def _gathered_copy(param: Tensor, keep: bool = True) -> Tensor | None:
     import deepspeed
 

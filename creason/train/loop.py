@@ -31,14 +31,14 @@ from creason.config import CreasonConfig, TrainConfig
 from creason.rollout.actor import answer_on_actors, generate_on_actors
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.sync import make_weight_sync
-from creason.models.lora import add_lora
+from creason.models.lora import add_lora, lora_sync
 from creason.train.batch import collate, shard
 from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.data.schema import load_questions
 from creason.train.data import PromptStream, batch_fingerprint
 from creason.train.engine import (build_deepspeed_engine, build_reference, enable_gradient_checkpointing,
-                                  full_state_dict, load_reference, mix_policy_into_reference, reference_state)
+                                  load_reference, mix_policy_into_reference, reference_state, rollout_weights)
 from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
@@ -180,7 +180,7 @@ class GrpoTrainer:
     def push_weights(self, version: int, timings: dict | None = None) -> None:
         """All ranks take part in gathering (ZeRO-3); rank 0 alone copies the weights and sends them."""
         t0 = time.perf_counter()
-        state = full_state_dict(self.engine, keep=self.rank == 0)
+        state = rollout_weights(self.engine, keep=self.rank == 0, lora_sync=lora_sync(self.cfg))
         gathered = time.perf_counter()
         pushed = self.sync.push(list(state.items()), version) if self.rank == 0 else {}
         if timings is not None:

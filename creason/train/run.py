@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from creason.config import CreasonConfig, TrainConfig
+from creason.models.lora import lora_sync
 from creason.paths import checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
 
@@ -31,6 +32,11 @@ def resolve_questions_dir(cfg: CreasonConfig) -> str:
     return str(questions_dir(cfg).resolve())
 
 
+def adapter_engine_kwargs(cfg: CreasonConfig) -> dict:
+    """The rollout engine's LoRA settings when the policy's adapters are synced as adapters."""
+    return {"lora": cfg.model.lora.model_dump()} if lora_sync(cfg) == "adapter" else {}
+
+
 def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
     """The rollout actors of `cfg.rollout` (placed, restartable, engines sized), not yet ready."""
     from creason.rollout.actor import create_rollout_actors
@@ -42,7 +48,7 @@ def start_rollout_actors(cfg: CreasonConfig, model_path: str) -> list:
         resources=r.custom_resources, max_restarts=r.max_restarts, num_threads=r.threads_per_actor,
         engine_kwargs={"dtype": ENGINE_DTYPES[cfg.model.precision], "max_model_len": r.max_model_len,
                        "kv_cache_memory_bytes": int(r.kv_cache_gib * 2**30), "seed": cfg.seed,
-                       "enforce_eager": r.enforce_eager},
+                       "enforce_eager": r.enforce_eager, **adapter_engine_kwargs(cfg)},
     )
 
 

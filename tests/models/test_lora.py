@@ -78,7 +78,17 @@ def test_checkpoint_holds_the_merged_policy_and_the_adapter(lora_model, tmp_path
     assert is_adapter_folder(path / "adapter")
 
 
+def test_auto_sync_sends_adapters_to_gpu_engines_and_merged_weights_to_cpu_ones():
+    from creason.models.lora import lora_sync
+
+    assert lora_sync(load_config("quickstart")) is None
+    assert lora_sync(load_config("quickstart", ["model.lora.rank=8"])) == "merged"
+    assert lora_sync(load_config("quickstart", ["model.lora.rank=8", "rollout.gpus_per_actor=1"])) == "adapter"
+    assert lora_sync(load_config("quickstart", ["model.lora.rank=8", "model.lora.sync=adapter"])) == "adapter"
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (["model.lora.rank=8", "model.lora.sync=adapter", "rollout.backend=hf"], "needs rollout.backend=vllm"),
     (["model.lora.rank=8", "train.trainable_layers=2"], "both choose what trains"),
     (["model.lora.rank=8", "train.zero_stage=3"], "not supported at train.zero_stage=3"),
 ])
