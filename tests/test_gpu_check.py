@@ -23,8 +23,13 @@ finally:
 NOT_ON_A_GPU_MACHINE = {"ray", "vllm", "pyarrow", "pandas", "pydantic"}  # pydantic: unless DeepSpeed brings it
 
 
+# The trackers of creason's dev install, absent from the GPU machine; DeepSpeed and transformers
+# import MLflow when they find it, and it brings pandas and pyarrow.
+TRACKERS = ("mlflow", "wandb")
+
+
 def run_check(*args: str, block: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    code = WRAPPER.format(block=block, script=str(SCRIPT), args=["--device", "cpu", *args])
+    code = WRAPPER.format(block=(*TRACKERS, *block), script=str(SCRIPT), args=["--device", "cpu", *args])
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
