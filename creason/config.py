@@ -107,8 +107,10 @@ class RayConfig(_Section):
 
 
 class LoraSettings(_Section):
-    """LoRA adapters on the policy (PEFT): the trainer trains them only; rollout engines, checkpoints'
-    `policy/`, evaluation and serving get the merged weights (creason/models/lora.py)."""
+    """LoRA adapters on the policy through PEFT, the only weights the trainer trains (creason/models/lora.py).
+
+    Rollout engines get the adapters or the merged weights after each step (`sync`); checkpoints'
+    `policy/`, evaluation and serving get the merged model."""
 
     rank: int = Field(16, ge=1, description="Rank r of each adapter (B: out x r, A: r x in).")
     alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is (alpha / r) B A.")

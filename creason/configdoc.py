@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import types
+import typing
 
 from pydantic import BaseModel
 
@@ -33,13 +35,24 @@ def _default(field) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def _section_type(annotation) -> type[BaseModel] | None:
+    """The section model of a field annotated `Section` or `Section | None`, else None."""
+    args = typing.get_args(annotation)
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
+    for candidate in (annotation, *(args if optional else ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _section(model: type[BaseModel], prefix: str) -> list[str]:
     rows, nested = [], []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            nested.append((f"{prefix}{name}", annotation))
-            continue
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            nested.append((f"{prefix}{name}", sub))
+            if field.annotation is sub:  # always present: its keys are the whole story
+                continue
         doc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{prefix}{name}` | {_default(field)} | {doc} |")
     title = prefix.rstrip(".") or "top level"

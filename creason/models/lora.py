@@ -1,9 +1,10 @@
 """LoRA adapters on the policy (`model.lora`), through PEFT. No Ray.
 
 The trainer trains the adapters only (`add_lora`). The rollout engines get, after each step,
-either the adapters alone (`adapter_weights`, `model.lora.sync: adapter`, the default: vLLM runs
-them with its LoRA kernels, `write_adapter`) or the merged weights (`merged_weights`: W + scale *
-B A for every adapted layer, under the base model's own parameter names; engines without LoRA).
+either the adapters alone (`adapter_weights`, `model.lora.sync: adapter`: vLLM runs them with its
+LoRA kernels, `write_adapter`) or the merged weights (`merged_weights`: W + scale * B A for every
+adapted layer, under the base model's own parameter names; engines without LoRA); `sync: auto`
+(the default) picks the adapters for GPU actors, the merged weights for CPU ones.
 Each checkpoint holds the merged model in `policy/` beside the adapter as a PEFT folder in
 `adapter/`, and evaluation and serving accept an adapter folder by merging it once into a plain
 Hugging Face folder (`plain_model_folder`, `creason merge`). Sync times of both: docs/benchmarks.md.
@@ -29,14 +30,21 @@ def lora_sync(cfg: Any) -> str | None:
     return None if lora is None else lora.resolved_sync(cfg.rollout.gpus_per_actor)
 
 
+def peft_config(settings: dict, base_model: str | None = None):
+    """PEFT's `LoraConfig` of `model.lora` settings (a `LoraSettings` as a dict)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings["rank"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                      target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                      base_model_name_or_path=base_model)
+
+
 def add_lora(model: torch.nn.Module, settings: Any) -> torch.nn.Module:
     """`model` wrapped by PEFT with LoRA adapters of `settings` (a `LoraSettings`): only the
     adapters require gradients; the base weights are frozen."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, peft_config(settings.model_dump()))
 
 
 def is_peft(model: Any) -> bool:
@@ -88,14 +96,11 @@ def is_adapter_tensors(names: list[str]) -> bool:
 def write_adapter(folder: Path, tensors: dict[str, Tensor], settings: dict, base_model: str) -> Path:
     """A PEFT adapter folder from `adapter_weights` tensors and `model.lora` settings (as a dict):
     `adapter_config.json` and `adapter_model.safetensors`, what vLLM's `LoRARequest` reads."""
-    from peft import LoraConfig
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    LoraConfig(r=settings["rank"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-               target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM",
-               base_model_name_or_path=base_model).save_pretrained(str(folder))
+    peft_config(settings, base_model).save_pretrained(str(folder))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
     return folder
 

@@ -102,6 +102,7 @@ class VllmEngine:
         if lora is not None:
             llm_kwargs = {**llm_kwargs, "enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank_slot(lora["rank"])}
         self.model_path, self.lora, self.lora_request = str(model_path), lora, None
+        self._adapter_dir: str | None = None  # the PEFT folder the synced adapters are written to (first sync)
         with _in_process_vllm(num_threads) as LLM:
             self.llm = LLM(
                 model=str(model_path),
@@ -171,7 +172,7 @@ class VllmEngine:
 
         from vllm.lora.request import LoRARequest
 
-        if not hasattr(self, "_adapter_dir"):
+        if self._adapter_dir is None:
             self._adapter_dir = tempfile.mkdtemp(prefix="creason-adapter-")
         write_adapter(Path(self._adapter_dir), tensors, self.lora, self.model_path)
         self.lora_request = LoRARequest("policy", 1, self._adapter_dir, load_inplace=True)

@@ -23,11 +23,9 @@ def resolve_model_folder(path: str | Path) -> Path:
     """The Hugging Face folder to serve for `path`: the folder itself; for a training checkpoint
     (`step_N/`), its `policy/`; for a checkpoint root, the `policy/` of its latest complete one; for
     a LoRA adapter folder, the merged model (`creason.models.lora.plain_model_folder`)."""
-    from creason.models.lora import is_adapter_folder, plain_model_folder
+    from creason.models.lora import plain_model_folder
 
-    path = Path(path)
-    if is_adapter_folder(path):
-        return plain_model_folder(path)
+    path = plain_model_folder(path)
     if (path / "config.json").is_file():
         return path
     if (path / "policy" / "config.json").is_file():

@@ -84,7 +84,7 @@ class GrpoTrainer:
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         t = cfg.train
-        if cfg.model.lora is not None:  # the adapters train; rollouts and checkpoints get merged weights
+        if cfg.model.lora is not None:  # the adapters train (rollouts get them or the merged weights: model.lora.sync)
             model = add_lora(model, cfg.model.lora)
         self.trainable = train_top_blocks(model, t.trainable_layers)
         self.engine, self.scheduler = build_deepspeed_engine(
