@@ -9,7 +9,8 @@ from pathlib import Path
 from creason.config import ConfigError, dump_config, load_config
 from creason.data.dictionary import DictionaryError
 from creason.data.registry import RegistryError
-from creason.paths import question_build_dir
+from creason.paths import output_root, question_build_dir
+from creason.storage import synced_output
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,8 @@ def cmd_build_questions(args: argparse.Namespace) -> int:
     from creason.data.pipeline import build_question_set
 
     cfg = load_config(args.config, args.overrides)
-    manifest = build_question_set(cfg)
+    with synced_output(cfg.output_dir, log=print):
+        manifest = build_question_set(cfg)
     print_build_summary(manifest, question_build_dir(cfg.output_dir))
     return 0
 
@@ -62,9 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from creason.train.run import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    with synced_output(cfg.output_dir, log=print):
+        result = train(cfg, resume=args.resume)
     print(f"\ntraining finished at step {result.metrics.get('step')}; checkpoint: {result.checkpoint.path if result.checkpoint else None}")
-    print(f"metrics: {Path(cfg.output_dir) / 'train' / 'metrics.jsonl'}")
+    print(f"metrics: {output_root(cfg.output_dir) / 'train' / 'metrics.jsonl'}")
     return 0
 
 
@@ -72,7 +75,8 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     from creason.train.warmup import run_warmup
 
     cfg = load_config(args.config, args.overrides)
-    summary = run_warmup(cfg, log=lambda m: print(m, flush=True))
+    with synced_output(cfg.output_dir, log=print):
+        summary = run_warmup(cfg, log=lambda m: print(m, flush=True))
     print(f"\nwarmed-up model: {summary['model']} (`creason train --set warmup.enabled=true` starts from it)")
     return 0
 
@@ -91,15 +95,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """Every stage in order (`creason quickstart`, `ray_jobs/pipeline.py`)."""
-    import shutil
     import time
 
     from creason.pipeline import render_summary, run_pipeline
+    from creason.storage import remove
 
     cfg = load_config(args.config, args.overrides)
     if args.fresh:
-        shutil.rmtree(cfg.output_dir, ignore_errors=True)
-    run = run_pipeline(cfg, keep_serving=args.keep_serving, log=lambda m: print(m, flush=True))
+        remove(cfg.output_dir)
+    with synced_output(cfg.output_dir, log=print):
+        run = run_pipeline(cfg, keep_serving=args.keep_serving, log=lambda m: print(m, flush=True))
     print(render_summary(run), flush=True)
     if args.keep_serving:
         print("serving until Ctrl-C", flush=True)

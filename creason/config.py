@@ -507,7 +507,11 @@ class CreasonConfig(_Section):
     """Root of the configuration."""
 
     seed: int = Field(0, description="Seed for generation, splits, options and sampling.")
-    output_dir: str = Field("runs/quickstart", description="Where every stage writes its outputs.")
+    output_dir: str = Field("runs/quickstart", description="Where every stage writes its outputs: a folder, or a "
+                            "URI such as `s3://bucket/runs/a` (any pyarrow filesystem; credentials and "
+                            "`AWS_ENDPOINT_URL` from each node's environment): Ray Train writes the checkpoints "
+                            "there, the rest is written to a working copy (`$CREASON_WORKDIR`, default "
+                            "`~/.cache/creason/runs`) and uploaded after each stage and checkpoint (docs/cluster.md).")
     data: DataConfig = Field(default_factory=DataConfig)
     questions: QuestionsConfig = Field(default_factory=QuestionsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -60,3 +60,39 @@ def tiny_model_dir(smollm2_dir, tmp_path_factory):
     from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto in server mode, a real HTTP endpoint) and the environment
+    that points S3 clients (pyarrow's among them) at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path):
+    """A new bucket on the local S3 server, this process pointed at it, and working copies kept
+    under tmp_path; yields the bucket's URI."""
+    import uuid
+
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CREASON_WORKDIR", str(tmp_path / "working-copies"))
+    return create_bucket(f"creason-{uuid.uuid4().hex[:10]}")
+
+
+def create_bucket(name: str) -> str:
+    """Create a bucket on the S3 server the environment names; returns its URI."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir(name)
+    return f"s3://{name}"

@@ -89,10 +89,14 @@ def assemble_questions(*, plan: "QuestionPlan", kind: str, variable: "Variable",
     )
 
 
-def split_dir(questions_dir: str | Path, split: str) -> Path:
-    """`questions_dir/split`, which must hold question shards."""
-    folder = Path(questions_dir) / split
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+def split_dir(questions_dir: str | Path, split: str) -> str | Path:
+    """`questions_dir/split` (a folder, or a URI: `creason.storage`), which must hold question shards."""
+    from creason import storage
+
+    folder = storage.join(questions_dir, split)
+    found = (any(name.endswith(".parquet") for name in storage.listing(folder)) if storage.is_remote(folder)
+             else folder.is_dir() and any(folder.glob("*.parquet")))
+    if not found:
         raise FileNotFoundError(f"no question shards in {folder}: run `creason build-questions` first")
     return folder
 

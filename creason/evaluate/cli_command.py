@@ -20,12 +20,14 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from creason.evaluate.report import pct
     from creason.evaluate.run import evaluate
+    from creason.storage import synced_output
 
     overrides = list(args.overrides)
     if getattr(args, "models", None):
         overrides.append("evaluate.models=[" + ", ".join(f'"{m}"' for m in args.models) + "]")
     cfg = load_config(args.config, overrides)
-    results = evaluate(cfg, log=lambda m: print(m, flush=True))
+    with synced_output(cfg.output_dir, log=print):
+        results = evaluate(cfg, log=lambda m: print(m, flush=True))
     conf = results["bootstrap"]["confidence"]
     print(f"\n{'system':<32} {'accuracy':>9}  {conf:.0%} interval")
     for s in results["systems"]:

@@ -88,7 +88,7 @@ def server_settings(cfg: CreasonConfig) -> ServerSettings:
     from creason.paths import questions_dir, resolve_model_path
 
     model = resolve_model_folder(cfg.serve.model_path or resolve_model_path(cfg))
-    questions = questions_dir(cfg, cfg.serve.questions_dir)
+    questions = Path(questions_dir(cfg, cfg.serve.questions_dir))  # a local folder
     registry = RegistryContext.load(questions) if (questions / MANIFEST_FILE).is_file() else None
     if registry is None:
         logger.warning("no question build at %s: /v1/registry/predict will answer 404", questions)

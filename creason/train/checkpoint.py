@@ -39,7 +39,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -155,11 +155,17 @@ def is_complete(path: str | Path) -> bool:
     """Whether `path` holds a complete checkpoint: rank 0's marker, the marker of every other rank
     it names, and every listed file with its listed size."""
     path = Path(path)
+    return markers_complete(lambda rank: json.loads((path / MARKER.format(rank=rank)).read_text()),
+                            lambda name: (path / name).stat().st_size if (path / name).is_file() else None)
+
+
+def markers_complete(read_marker: Callable[[int], dict], size_of: Callable[[str], int | None]) -> bool:
+    """`is_complete` on any filesystem: `read_marker(rank)` reads a rank's marker (OSError when
+    there is none), `size_of(name)` is a file's size (None when there is none)."""
     try:
-        world = json.loads((path / MARKER.format(rank=0)).read_text())["world_size"]
+        world = read_marker(0)["world_size"]
         for rank in range(world):
-            listed = json.loads((path / MARKER.format(rank=rank)).read_text())["files"]
-            if any(not (path / name).is_file() or (path / name).stat().st_size != size for name, size in listed.items()):
+            if any(size_of(name) != size for name, size in read_marker(rank)["files"].items()):
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -211,6 +217,27 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in root.rglob("step_*")
              if p.is_dir() and (m := _NAME.match(p.name)) and is_complete(p)]
     return max(found)[1] if found else None
+
+
+def latest_checkpoint_at(root_uri: str) -> tuple[int, str] | None:
+    """`latest_checkpoint` for a root on object storage (`creason.storage`): (step, URI of the
+    step_N folder) of the complete checkpoint of highest step, or None. Reads the listing and the
+    markers only."""
+    from creason import storage
+
+    files = storage.listing(root_uri)
+    folders: dict[str, int] = {}
+    for rel in files:
+        parts = rel.split("/")
+        found = next((i for i, part in enumerate(parts[:-1]) if _NAME.match(part)), None)
+        if found is not None:
+            folders["/".join(parts[:found + 1])] = checkpoint_step(parts[found])
+    for folder, step in sorted(folders.items(), key=lambda item: -item[1]):
+        sizes = {rel[len(folder) + 1:]: size for rel, size in files.items() if rel.startswith(folder + "/")}
+        uri = f"{root_uri.rstrip('/')}/{folder}"
+        if markers_complete(lambda rank: json.loads(storage.read_text(f"{uri}/{MARKER.format(rank=rank)}")), sizes.get):
+            return step, uri
+    return None
 
 
 def load_checkpoint(path: str | Path, engine, scheduler=None) -> dict:

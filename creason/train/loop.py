@@ -44,6 +44,8 @@ from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
 from creason.train.trackers import make_trackers
+from creason.paths import output_root
+from creason.storage import pull_run, push_run
 
 
 def _broadcast(obj, rank: int):
@@ -103,7 +105,9 @@ class GrpoTrainer:
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
-        folder = Path(cfg.output_dir) / "train"
+        folder = output_root(cfg.output_dir) / "train"
+        if self.rank == 0:  # resume appends to the run's metrics, wherever this worker runs
+            pull_run(cfg.output_dir, under="train")
         self.log = (MetricsLog(folder, t.steps, make_trackers(folder, t, cfg.model_dump(mode="json")))
                     if self.rank == 0 else None)
         self.spec = rollout_sampling(cfg)
@@ -246,6 +250,8 @@ class GrpoTrainer:
                             data_position=self.stream.position(step), config=self.cfg.model_dump(mode="json"),
                             reference=reference_state(self.ref, keep=self.rank == 0) if self.ref is not None else None)
             ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(d))
+        if self.rank == 0:  # the metrics up to this checkpoint reach object storage with it
+            push_run(self.cfg.output_dir, under="train")
 
 
 def validation_metrics(questions: list, answers: list) -> dict:

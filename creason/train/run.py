@@ -9,8 +9,9 @@ from pathlib import Path
 
 from creason.config import CreasonConfig, TrainConfig
 from creason.models.lora import lora_sync
-from creason.paths import checkpoint_root, questions_dir, resolve_model_path
+from creason.paths import absolute_output_dir, checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
+from creason.storage import exists, is_remote, join
 
 
 def initial_policy_path(cfg: CreasonConfig) -> str:
@@ -28,8 +29,13 @@ def initial_policy_path(cfg: CreasonConfig) -> str:
 
 
 def resolve_questions_dir(cfg: CreasonConfig) -> str:
-    """The training questions (`creason.paths.questions_dir`), absolute: the workers run elsewhere."""
-    return str(questions_dir(cfg).resolve())
+    """The training questions (`creason.paths.questions_dir`) as the workers, which run elsewhere,
+    read them: a folder made absolute; the bucket's copy of a build in a URI `output_dir`, which
+    every node reads."""
+    if not cfg.train.questions_dir and is_remote(cfg.output_dir):
+        return str(join(cfg.output_dir, "questions"))
+    folder = questions_dir(cfg)
+    return str(folder) if is_remote(folder) else str(Path(folder).resolve())
 
 
 def adapter_engine_kwargs(cfg: CreasonConfig) -> dict:
@@ -74,11 +80,11 @@ def train(cfg: CreasonConfig, resume: bool = False):
     from creason.train.loop import train_loop_per_worker
 
     connect(cfg.ray)
-    cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
+    cfg = cfg.model_copy(update={"output_dir": absolute_output_dir(cfg.output_dir)})  # workers run elsewhere
     model_path = initial_policy_path(cfg)
-    storage = checkpoint_root(cfg.output_dir)
-    if not resume and (storage / "grpo").exists():
-        raise FileExistsError(f"{storage / 'grpo'} holds an earlier run: pass --resume to continue it, or use another output_dir")
+    storage = checkpoint_root(cfg.output_dir)  # a folder, or a URI that Ray Train writes to itself
+    if not resume and exists(join(storage, "grpo")):
+        raise FileExistsError(f"{join(storage, 'grpo')} holds an earlier run: pass --resume to continue it, or use another output_dir")
     t = cfg.train
     actors = start_rollout_actors(cfg, model_path)
     try:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from creason.atomic import write_text_atomic
+from creason.storage import push_run
 from creason.config import CreasonConfig
 
 #: The completion's answer (X: the letter), as the study's reward parses it
@@ -172,6 +173,7 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
         save_model(Path(loop_config["model_out"]), engine.module, state, tokenizer)
         write_text_atomic(Path(loop_config["model_out"]).parent / "losses.json",
                           json.dumps({"loss": losses, "train_seconds": time.perf_counter() - start}))
+        push_run(cfg.output_dir, under="warmup")  # from the node that wrote it
 
 
 def save_model(folder: Path, module: torch.nn.Module, state: dict, tokenizer: Any) -> Path:
@@ -193,7 +195,9 @@ def save_model(folder: Path, module: torch.nn.Module, state: dict, tokenizer: An
 
 def warmup_dir(cfg: CreasonConfig) -> Path:
     """`<output_dir>/warmup`: the warmed-up model (`model/`), `summary.json`, `losses.json`."""
-    return Path(cfg.output_dir) / "warmup"
+    from creason.paths import output_root
+
+    return output_root(cfg.output_dir) / "warmup"
 
 
 def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callable[[str], None] = print) -> dict:
@@ -209,11 +213,11 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     from creason.evaluate.run import default_answerer
     from creason.raycluster import connect
     from creason.rollout.engine import encode_chat
-    from creason.paths import checkpoint_root, resolve_model_path
+    from creason.paths import absolute_output_dir, checkpoint_root, resolve_model_path
     from creason.train.run import resolve_questions_dir, worker_scaling
 
     connect(cfg.ray)
-    cfg = cfg.model_copy(update={"output_dir": str(Path(cfg.output_dir).resolve())})  # workers run elsewhere
+    cfg = cfg.model_copy(update={"output_dir": absolute_output_dir(cfg.output_dir)})  # workers run elsewhere
     w, t = cfg.warmup, cfg.train
     if w.batch_size < t.num_workers:
         raise ValueError(f"warmup.batch_size ({w.batch_size}) must be at least train.num_workers ({t.num_workers})")
