@@ -72,3 +72,13 @@ def machine_line() -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     return f"{platform.node()} ({psutil.cpu_count()} cores {cpu}, {psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU), {when}"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn`."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds

@@ -21,16 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import machine_line
-
-
-def timed(fn, repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+from common import machine_line, timed
 
 
 def optimizer_state_bytes(model) -> int:
