@@ -9,7 +9,10 @@ Loopback only (127.0.0.1), bounded: at each concurrency level a fixed number of 
    replicas before, during (most seen) and after (once the autoscaler has scaled back down);
 2. malformed requests (bad JSON, wrong types, oversize fields, unknown fields, bad keys, bad
    records): only 4xx expected, no 5xx, and a normal request answered afterwards;
-3. `python -m vllm.entrypoints.openai.api_server` on the same model, engine settings, thread
+3. Ray's own LLM serving (`ray.serve.llm`: vLLM's OpenAI serving classes in a Ray Serve
+   deployment) with the same engine settings and autoscaling, under the same load and the same
+   malformed requests;
+4. `python -m vllm.entrypoints.openai.api_server` on the same model, engine settings, thread
    binding and load.
 
     python ray_jobs/benchmarks/serve_load.py --kill-replica --out docs/benchmarks/serve_kill.json
@@ -241,6 +244,40 @@ def serve_phase(args, key: str, serve_args: dict) -> dict:
             "replicas_after": after, "waited_for_downscale_s": waited, "deployment_status_after": str(status)}
 
 
+def ray_serve_llm_phase(args, model: str, env: dict, serve_cfg, max_chars: int) -> dict:
+    """`ray.serve.llm` with the replica's engine settings, threads and autoscaling. It has no API
+    key, so the malformed phase's bad-key requests count as answered, not refused."""
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    llm = LLMConfig(
+        model_loading_config={"model_id": "creason", "model_source": model},
+        engine_kwargs={"dtype": "float32", "max_model_len": args.max_model_len, "enforce_eager": True,
+                       "kv_cache_memory_bytes": int(args.kv_cache_gib * 1024**3)},
+        placement_group_config={"bundles": [{"CPU": serve_cfg.cpus_per_replica}]},
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **env}},
+        deployment_config={"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": serve_cfg.max_ongoing_requests,
+                           "max_queued_requests": serve_cfg.max_queued_requests,
+                           "autoscaling_config": {"min_replicas": serve_cfg.min_replicas, "max_replicas": args.max_replicas,
+                                                  "target_ongoing_requests": serve_cfg.target_ongoing_requests,
+                                                  "upscale_delay_s": 2, "downscale_delay_s": args.downscale_delay}},
+    )
+    start = time.perf_counter()
+    try:
+        serve.run(build_openai_app({"llm_configs": [llm]}), name="ray-serve-llm", route_prefix="/")
+        started = time.perf_counter() - start
+        print(f"ray.serve.llm: ready in {started:.0f} s at {url}", flush=True)
+        levels = asyncio.run(run_levels(url, {}, args.levels, args.requests, args.max_tokens))
+        bad = asyncio.run(malformed_phase(url, "no-key", args.bad, max_chars))
+        print(json.dumps(bad), flush=True)
+        return {"startup_s": round(started, 1), "levels": levels, "malformed": bad}
+    finally:
+        serve.shutdown()
+
+
 def vllm_phase(args, model: str, env: dict, inline_worker: bool) -> dict:
     """vLLM's server with the replica's engine settings, process layout and threads."""
     port = free_port()
@@ -391,6 +428,7 @@ def main() -> None:
     p.add_argument("--kv-cache-gib", type=float, default=0.25)
     p.add_argument("--startup-timeout", type=float, default=400.0)
     p.add_argument("--skip-vllm", action="store_true")
+    p.add_argument("--skip-ray-serve-llm", action="store_true")
     p.add_argument("--out", default=None, help="JSON file for the results")
     p.add_argument("--kill-replica", action="store_true", help="instead: 2 replicas, kill one under load, measure the outage")
     p.add_argument("--fault", choices=["replica", "engine_core"], default="replica", help="--kill-replica: what to kill")
@@ -437,9 +475,11 @@ def main() -> None:
         env, inline = serve_cfg.replica_env, serve_cfg.cpu_inline_worker
         result = {"model": model, "cores": os.cpu_count(), "max_tokens": args.max_tokens, "replica_env": env, "inline_worker": inline,
                   "serve": serve_phase(args, key, serve_args)}
+        if not args.skip_ray_serve_llm:
+            result["ray_serve_llm"] = ray_serve_llm_phase(args, model, env, serve_cfg, serve_cfg.limits.max_prompt_chars)
         ray.shutdown()
-    if not args.skip_vllm:
-        result["vllm"] = vllm_phase(args, model, {"OMP_NUM_THREADS": "1", **env}, inline)  # OMP: as a 1-CPU replica gets
+    if not args.skip_vllm:  # OMP: as a 1-CPU replica gets
+        result["vllm"] = vllm_phase(args, model, {"OMP_NUM_THREADS": "1", **env}, inline)
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
