@@ -8,7 +8,7 @@
                                           `creason.train.checkpoint`), the policy in step_N/policy/
 
 `output_dir` may be a URI (`s3://bucket/run`, `creason.storage`): stages then read and write a
-working copy on the local disk (`output_root`), and Ray Train the URI's `ray_train/` itself.
+working copy on the local disk (`creason.storage.local_dir`), and Ray Train the URI's `ray_train/` itself.
 """
 
 from __future__ import annotations
@@ -28,12 +28,6 @@ def resolve_model_path(cfg: CreasonConfig) -> str:
     return str(fetch_default_model())
 
 
-def output_root(output_dir: str | Path) -> Path:
-    """The local folder of `output_dir` that stages write to: the folder itself, or a URI's working
-    copy (`creason.storage`)."""
-    return local_dir(output_dir)
-
-
 def absolute_output_dir(output_dir: str) -> str:
     """`output_dir` as Ray workers need it: a local folder made absolute, a URI as it is."""
     return output_dir if is_remote(output_dir) else str(Path(output_dir).resolve())
@@ -41,7 +35,7 @@ def absolute_output_dir(output_dir: str) -> str:
 
 def question_build_dir(output_dir: str | Path) -> Path:
     """Where `creason build-questions` writes the question Parquet, manifest and plan."""
-    return output_root(output_dir) / "questions"
+    return local_dir(output_dir) / "questions"
 
 
 def questions_dir(cfg: CreasonConfig, stage_dir: str | None = None) -> str | Path:
@@ -70,7 +64,7 @@ def latest_policy(output_dir: str | Path) -> tuple[int, Path] | None:
     if not is_remote(output_dir):
         found = latest_checkpoint(root)
         return None if found is None else (checkpoint_step(found), found / "policy")
-    return _fetch_policy(str(root), output_root(output_dir) / CHECKPOINTS, latest_checkpoint_at(str(root)))
+    return _fetch_policy(str(root), local_dir(output_dir) / CHECKPOINTS, latest_checkpoint_at(str(root)))
 
 
 def _fetch_policy(root: str, local_root: Path, found: tuple[int, str] | None) -> tuple[int, Path] | None:

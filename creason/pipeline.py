@@ -22,8 +22,8 @@ from typing import Callable
 from creason.config import CreasonConfig
 from creason.contracts import Question
 from creason.evaluate.report import pct
-from creason.paths import checkpoint_root, output_root
-from creason.storage import exists, push_run
+from creason.paths import checkpoint_root
+from creason.storage import exists, local_dir, push_run
 
 STAGES = ("questions", "evaluate_base", "warmup", "train", "evaluate_trained", "serve")
 BASE_LABEL = "base model"
@@ -74,7 +74,7 @@ def run_pipeline(cfg: CreasonConfig, keep_serving: bool = False, log: Callable[[
     from creason.evaluate.run import default_answerer
     from creason.raycluster import connect
 
-    out = output_root(cfg.output_dir)
+    out = local_dir(cfg.output_dir)
     if exists(checkpoint_root(cfg.output_dir)):
         raise FileExistsError(f"{cfg.output_dir} holds an earlier run: remove it (`creason quickstart --fresh`) or choose "
                               "another output_dir with --set output_dir=...")
@@ -155,7 +155,7 @@ def _with(cfg: CreasonConfig, **sections: dict) -> CreasonConfig:
 
 
 def out_records(cfg: CreasonConfig) -> list[dict]:
-    path = output_root(cfg.output_dir) / "train" / "metrics.jsonl"
+    path = local_dir(cfg.output_dir) / "train" / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 

@@ -198,12 +198,10 @@ class synced_output:
         self.output_dir, self.log = output_dir, log
 
     def __enter__(self) -> Path:
-        local = local_dir(self.output_dir)
-        if is_remote(self.output_dir):
-            got = pull(str(self.output_dir), local)
-            if self.log and got:
-                self.log(f"{self.output_dir}: {len(got)} file(s) fetched into the working copy {local}")
-        return local
+        got = pull_run(self.output_dir)
+        if self.log and got:
+            self.log(f"{self.output_dir}: {len(got)} file(s) fetched into the working copy {local_dir(self.output_dir)}")
+        return local_dir(self.output_dir)
 
     def __exit__(self, *exc) -> None:
         sent = push_run(self.output_dir)

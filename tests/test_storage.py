@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from creason import storage
-from creason.paths import checkpoint_root, latest_policy, output_root
+from creason.paths import checkpoint_root, latest_policy
 from creason.train.checkpoint import latest_checkpoint_at, mark_complete
 
 
@@ -79,5 +79,5 @@ def test_latest_complete_checkpoint_on_object_storage_and_its_policy_fetched(s3_
     assert latest_checkpoint_at(str(checkpoint_root(uri))) == (2, f"{uri}/ray_train/grpo/checkpoint_2/step_00000002")
     step, policy = latest_policy(uri)
     assert step == 2 and json.loads((policy / "config.json").read_text()) == {"step": 2}
-    assert policy.is_relative_to(output_root(uri)) and not (policy.parent / "engine").exists()
+    assert policy.is_relative_to(storage.local_dir(uri)) and not (policy.parent / "engine").exists()
     assert latest_checkpoint_at(f"{s3_bucket}/runs/none") is None and latest_policy(f"{s3_bucket}/runs/none") is None

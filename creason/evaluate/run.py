@@ -17,7 +17,8 @@ from creason.evaluate.outputs import question_records, read_metrics, to_json, wr
 from creason.evaluate.questions import answer_counts
 from creason.evaluate.report import pct, pick_examples, render_report
 from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
-from creason.paths import latest_policy, output_root, questions_dir, resolve_model_path
+from creason.paths import latest_policy, questions_dir, resolve_model_path
+from creason.storage import local_dir
 
 #: `answerer(model_path, questions) -> (answers in question order, run stats)`.
 Answerer = Callable[[str, list[Question]], tuple[list, dict]]
@@ -52,7 +53,7 @@ def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
 
 
 def metrics_path(cfg: CreasonConfig) -> Path | None:
-    path = Path(cfg.evaluate.metrics_path or output_root(cfg.output_dir) / "train" / "metrics.jsonl")
+    path = Path(cfg.evaluate.metrics_path or local_dir(cfg.output_dir) / "train" / "metrics.jsonl")
     return path if path.is_file() else None
 
 
@@ -99,7 +100,7 @@ def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable
         systems.append(model_system(label, path, questions, answers, run))
         log(f"  {label}: accuracy {pct(systems[-1].correct.mean())}")
     results = score_systems(questions, systems, e.bootstrap_samples, e.confidence, e.seed)
-    out = output_root(cfg.output_dir) / e.output_subdir
+    out = local_dir(cfg.output_dir) / e.output_subdir
     results["meta"] = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        "questions_dir": str(qdir), "split": e.split, "max_new_tokens": e.max_new_tokens,
                        "config": e.model_dump(mode="json"), "output_dir": str(out)}

@@ -44,8 +44,7 @@ from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
 from creason.train.step import compute_ref_logprobs, grpo_update
 from creason.train.trackers import make_trackers
-from creason.paths import output_root
-from creason.storage import pull_run, push_run
+from creason.storage import local_dir, pull_run, push_run
 
 
 def _broadcast(obj, rank: int):
@@ -105,7 +104,7 @@ class GrpoTrainer:
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
-        folder = output_root(cfg.output_dir) / "train"
+        folder = local_dir(cfg.output_dir) / "train"
         if self.rank == 0:  # resume appends to the run's metrics, wherever this worker runs
             pull_run(cfg.output_dir, under="train")
         self.log = (MetricsLog(folder, t.steps, make_trackers(folder, t, cfg.model_dump(mode="json")))

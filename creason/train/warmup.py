@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from creason.atomic import write_text_atomic
-from creason.storage import push_run
+from creason.storage import local_dir, push_run
 from creason.config import CreasonConfig
 
 #: The completion's answer (X: the letter), as the study's reward parses it
@@ -195,9 +195,7 @@ def save_model(folder: Path, module: torch.nn.Module, state: dict, tokenizer: An
 
 def warmup_dir(cfg: CreasonConfig) -> Path:
     """`<output_dir>/warmup`: the warmed-up model (`model/`), `summary.json`, `losses.json`."""
-    from creason.paths import output_root
-
-    return output_root(cfg.output_dir) / "warmup"
+    return local_dir(cfg.output_dir) / "warmup"
 
 
 def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callable[[str], None] = print) -> dict:
