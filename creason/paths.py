@@ -18,6 +18,9 @@ from pathlib import Path
 from creason.config import CreasonConfig
 from creason.storage import CHECKPOINTS, is_remote, join, local_dir
 
+#: The question build's folder under `output_dir` (in the working copy, and in the bucket of a URI one).
+QUESTIONS = "questions"
+
 
 def resolve_model_path(cfg: CreasonConfig) -> str:
     """The base model's folder: `model.path`, else the default model (downloaded on first use)."""
@@ -35,7 +38,7 @@ def absolute_output_dir(output_dir: str) -> str:
 
 def question_build_dir(output_dir: str | Path) -> Path:
     """Where `creason build-questions` writes the question Parquet, manifest and plan."""
-    return local_dir(output_dir) / "questions"
+    return local_dir(output_dir) / QUESTIONS
 
 
 def questions_dir(cfg: CreasonConfig, stage_dir: str | None = None) -> str | Path:

@@ -52,14 +52,29 @@ def test_curve_splits_validation_checks_from_steps(learning, tmp_path):
                               {"step": 2, "reward_mean": 0.3, "accuracy": 0.3, "letter_A": 0.4}]
 
 
+def test_system_rows_keep_a_models_boxed_letter(learning):
+    results = {"systems": [
+        {"name": "trained", "kind": "model", "overall": {"accuracy": 0.43, "ci_low": 0.39, "ci_high": 0.48},
+         "boxed": {"accuracy": 0.52}, "boxed_forced_agreement": 0.74},
+        {"name": "Majority answer", "kind": "baseline", "overall": {"accuracy": 0.61, "ci_low": 0.57, "ci_high": 0.65}}]}
+    model, baseline = learning.system_rows(results)
+    assert (model["boxed"], model["boxed_forced_agreement"]) == (0.52, 0.74) and "boxed" not in baseline
+
+
 def test_markdown_shows_every_system_comparison_and_check(learning):
     result = {"machine": "m", "exit_code": 0, "wall_s": 600, "peak_pss_gib": 9.5, "seconds": {"train": 100.4},
               "systems": [{"system": "base model", "kind": "model", "accuracy": 0.41, "ci": [0.37, 0.45],
-                           "by_kind": {"masked_value": 0.3, "outcome": 0.5}}],
+                           "by_kind": {"masked_value": 0.3, "outcome": 0.5}, "boxed": 0.52, "boxed_forced_agreement": 0.6},
+                          {"system": "untrained", "kind": "model", "accuracy": 0.4, "ci": [0.36, 0.44], "by_kind": {},
+                           "boxed": 0.0, "boxed_forced_agreement": None},  # it never boxed a letter
+                          {"system": "Majority answer", "kind": "baseline", "accuracy": 0.61, "ci": [0.57, 0.65],
+                           "by_kind": {"masked_value": 0.44, "outcome": 0.78}}],
               "comparisons": [{"a": "trained", "b": "base model", "difference": 0.05, "ci": [0.01, 0.09], "p_value": 0.01}],
               "curve": {"validation": [{"step": 0, "val_accuracy": 0.3}], "steps": [{"step": 1, "reward_mean": 0.25}]}}
     text = learning.render_markdown(result)
-    assert "| base model | **41.0%** | 37.0% to 45.0% | 30.0% | 50.0% |" in text
+    assert "| base model | **41.0%** | 37.0% to 45.0% | 30.0% | 50.0% | 52.0% | 60.0% |" in text
+    assert "| untrained | **40.0%** | 36.0% to 44.0% |  |  | 0.0% | n/a |" in text
+    assert "| Majority answer | **61.0%** | 57.0% to 65.0% | 44.0% | 78.0% |  |  |" in text  # no box of its own
     assert "| trained - base model | +5.0 points | +1.0 to +9.0 | 0.01 |" in text
     assert "| train | 100 |" in text and "| validation accuracy (forced letter) | 30.0% |" in text
     assert "| 1-1 | 0.250 |" in text

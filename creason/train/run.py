@@ -9,7 +9,7 @@ from pathlib import Path
 
 from creason.config import CreasonConfig, TrainConfig
 from creason.models.lora import lora_sync
-from creason.paths import absolute_output_dir, checkpoint_root, questions_dir, resolve_model_path
+from creason.paths import QUESTIONS, absolute_output_dir, checkpoint_root, questions_dir, resolve_model_path
 from creason.raycluster import connect
 from creason.storage import exists, is_remote, join
 
@@ -33,7 +33,7 @@ def resolve_questions_dir(cfg: CreasonConfig) -> str:
     read them: a folder made absolute; the bucket's copy of a build in a URI `output_dir`, which
     every node reads."""
     if not cfg.train.questions_dir and is_remote(cfg.output_dir):
-        return str(join(cfg.output_dir, "questions"))
+        return str(join(cfg.output_dir, QUESTIONS))
     folder = questions_dir(cfg)
     return str(folder) if is_remote(folder) else str(Path(folder).resolve())
 

@@ -12,7 +12,7 @@ expectation the cross-entropy of samples of a distribution has no gradient at th
 and GRPO still has different answers to compare within a group. Its argmax would not do: this
 model puts "D" first on 64% of questions, and learning that collapses every group to one answer.
 `ground_truth` boxes the right letter instead, which is supervised fine-tuning: report it as its
-own row.
+own row (with `reasoning_tokens: 0` it asks the model nothing, so no engine starts).
 
     examples = warmup_examples(...)        pure: token ids of prompts and target completions
     run_warmup(cfg)                        the stage: answers (vLLM actors), then Ray Train + DeepSpeed
@@ -40,7 +40,7 @@ from torch import Tensor
 
 from creason.atomic import write_text_atomic
 from creason.storage import local_dir, push_run
-from creason.config import CreasonConfig
+from creason.config import CreasonConfig, WarmupConfig
 
 #: The completion's answer (X: the letter), as the study's reward parses it
 #: (`creason.rewards.extract_boxed_letter`).
@@ -200,7 +200,7 @@ def warmup_dir(cfg: CreasonConfig) -> Path:
 
 def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callable[[str], None] = print) -> dict:
     """The warm-up stage: the model's own letters on training questions (vLLM actors, the evaluation
-    protocol), then NLL fine-tuning on them in the answer format (Ray Train + DeepSpeed with the
+    protocol; skipped when `needs_model_answers` says nothing of them is used), then NLL fine-tuning on them in the answer format (Ray Train + DeepSpeed with the
     `train.*` workers). Returns the summary (also in `<output_dir>/warmup/summary.json`); the model
     is in `<output_dir>/warmup/model`."""
     from ray.train import RunConfig
@@ -222,17 +222,22 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     model_path, out = resolve_model_path(cfg), warmup_dir(cfg)
     started = time.perf_counter()
     questions = load_questions(resolve_questions_dir(cfg), "train", t.question_kinds, w.questions, cfg.seed)
-    log(f"warm-up: the model's own letters on {len(questions)} training questions "
-        f"(reasoning of at most {w.reasoning_tokens} tokens, then the letter forced)")
-    own = _with_evaluate(cfg, max_new_tokens=w.reasoning_tokens)
-    answers, _ = (answerer or default_answerer(own, log))(model_path, questions)
+    answers = []
+    if needs_model_answers(w):
+        log(f"warm-up: the model's own letters on {len(questions)} training questions "
+            f"(reasoning of at most {w.reasoning_tokens} tokens, then the letter forced)")
+        own = _with_evaluate(cfg, max_new_tokens=w.reasoning_tokens)
+        answers, _ = (answerer or default_answerer(own, log))(model_path, questions)
     answered = time.perf_counter()
-    draws = np.random.default_rng([cfg.seed, 11]).random(len(answers))
-    letters = ([own_letter(a.letter_logprobs, u) for a, u in zip(answers, draws)] if w.answers == "own"
-               else [q.ground_truth for q in questions])
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if w.answers == "own":
+        draws = np.random.default_rng([cfg.seed, 11]).random(len(answers))
+        letters = [own_letter(a.letter_logprobs, u) for a, u in zip(answers, draws)]
+    else:
+        letters = [q.ground_truth for q in questions]
     end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    reasonings = [tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers]
+    reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
+                  else [""] * len(questions))
     examples = warmup_examples([encode_chat(tokenizer, q.prompt) for q in questions], reasonings, letters, tokenizer,
                                end_ids)
     log(f"warm-up: {len(examples)} examples ({w.answers} letters), {w.epochs} epoch(s) of batches of {w.batch_size}")
@@ -257,6 +262,16 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     log(f"warm-up: loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} in {summary['steps']} steps; "
         f"model: {summary['model']}")
     return summary
+
+
+def needs_model_answers(w: WarmupConfig) -> bool:
+    """Whether the examples need the model's answers: its letters (`own`) or its reasoning. Boxing
+    the ground truth with no reasoning (`ground_truth`, `reasoning_tokens: 0`) needs no engine.
+
+    >>> needs_model_answers(WarmupConfig(answers="own")), needs_model_answers(WarmupConfig(answers="ground_truth"))
+    (True, False)
+    """
+    return w.answers == "own" or w.reasoning_tokens > 0
 
 
 def _with_evaluate(cfg: CreasonConfig, **fields: Any) -> CreasonConfig:

@@ -42,13 +42,17 @@ def registry_overrides(seed: int, output_dir: Path, config: str, overrides: list
 
 
 def system_rows(results: dict) -> list[dict]:
-    """Each system's accuracy, interval and by-kind accuracies."""
+    """Each system's accuracy, interval and by-kind accuracies; for a model also the accuracy of the
+    letter it boxed itself (the training reward's parse) and how often the forced letter agrees."""
     rows = []
     for s in results["systems"]:
         kinds = s.get("breakdowns", {}).get("question_kind", {})
-        rows.append({"system": s["name"], "kind": s["kind"], "accuracy": s["overall"]["accuracy"],
-                     "ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
-                     "by_kind": {k: v["accuracy"] for k, v in kinds.items()}})
+        row = {"system": s["name"], "kind": s["kind"], "accuracy": s["overall"]["accuracy"],
+               "ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
+               "by_kind": {k: v["accuracy"] for k, v in kinds.items()}}
+        if "boxed" in s:
+            row.update(boxed=s["boxed"]["accuracy"], boxed_forced_agreement=s["boxed_forced_agreement"])
+        rows.append(row)
     return rows
 
 
@@ -71,8 +75,8 @@ def curve(metrics_path: Path) -> dict:
     return {"validation": checks, "steps": steps}
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def render_markdown(result: dict) -> str:
@@ -84,11 +88,13 @@ def render_markdown(result: dict) -> str:
     if "systems" not in result:
         return "\n".join(lines + ["(no results: the run did not finish)"])
     kinds = sorted({k for row in result["systems"] for k in row["by_kind"]})
-    lines += ["| system | accuracy | 95% interval | " + " | ".join(kinds) + " |",
-              "|---|---|---|" + "---|" * len(kinds)]
+    lines += ["| system | accuracy | 95% interval | " + " | ".join(kinds) + " | boxed letter right | box = forced |",
+              "|---|---|---|" + "---|" * len(kinds) + "---|---|"]
     for row in result["systems"]:
         by_kind = " | ".join(pct(row["by_kind"][k]) if k in row["by_kind"] else "" for k in kinds)
-        lines.append(f"| {row['system']} | **{pct(row['accuracy'])}** | {pct(row['ci'][0])} to {pct(row['ci'][1])} | {by_kind} |")
+        boxed = f"{pct(row['boxed'])} | {pct(row['boxed_forced_agreement'])}" if "boxed" in row else " | "
+        lines.append(f"| {row['system']} | **{pct(row['accuracy'])}** | {pct(row['ci'][0])} to {pct(row['ci'][1])} | "
+                     f"{by_kind} | {boxed} |")
     lines += ["", "| comparison | difference | 95% interval | McNemar p |", "|---|---|---|---|"]
     for c in result["comparisons"]:
         lines.append(f"| {c['a']} - {c['b']} | {100 * c['difference']:+.1f} points | "

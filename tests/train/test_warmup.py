@@ -65,9 +65,14 @@ def test_training_from_the_warmup_needs_its_model(tmp_path):
     assert initial_policy_path(cfg.model_copy(update={"warmup": cfg.warmup.model_copy(update={"enabled": False})})) == "/base"
 
 
+def answerer_never_called(model_path, questions):
+    raise AssertionError("ground-truth letters without reasoning need no model answers")
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("answers", ["own", "ground_truth"])
+def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path, answers):
     from creason.data.pipeline import build_question_set
     from creason.train.warmup import run_warmup
 
@@ -76,11 +81,14 @@ def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path):
         "evaluate.num_actors=1", "evaluate.max_model_len=1536", "evaluate.kv_cache_gib=0.25",
         "train.cpus_per_worker=0.5", "train.threads_per_worker=1", "train.trainable_layers=1",
         "warmup.questions=6", "warmup.batch_size=3", "warmup.micro_batch_size=2", "warmup.epochs=2", "warmup.lr=1e-2",
+        f"warmup.answers={answers}",
     ])
     build_question_set(cfg)
-    summary = run_warmup(cfg)
+    summary = run_warmup(cfg, answerer=answerer_never_called if answers == "ground_truth" else None)
     assert summary["steps"] == 4 and summary["loss_last"] < summary["loss_first"]
-    assert sum(summary["letters"].values()) == 6 and summary["answers"] == "own"
+    assert sum(summary["letters"].values()) == 6 and summary["answers"] == answers
+    if answers == "ground_truth":  # supervised: every boxed letter is the right one
+        assert summary["letters_right"] == 1.0 and summary["forced_letters"] == {}
     splits = {}
     for split in ("train", "validation", "test"):
         info = pq.read_table(tmp_path / "questions" / split, columns=["extra_info"]).column("extra_info").to_pylist()
