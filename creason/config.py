@@ -341,6 +341,12 @@ class WarmupConfig(_Section):
         "ground truth) or `ground_truth` (supervised fine-tuning: report it as such)."
     )
     questions: int = Field(256, ge=1, description="Training questions (of `train.question_kinds`) the examples come from.")
+    restate_answer: bool = Field(
+        False, description="After the box, the completion says the letter again as the evaluation's forced step asks for "
+        "it (`\\boxed{X} Therefore, the answer is X.`), so that the forced letter follows the model's own box. Format, "
+        "not answers, but the protocol's own words: report its effect apart. GRPO completions then need "
+        "`rollout.max_new_tokens` >= 16."
+    )
     reasoning_tokens: int = Field(
         0, ge=0, description="The model's own greedy reasoning kept before the boxed letter (0: the completion is "
         "the boxed letter alone, which also makes GRPO's completions a few tokens long)."

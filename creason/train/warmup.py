@@ -13,6 +13,9 @@ and GRPO still has different answers to compare within a group. Its argmax would
 model puts "D" first on 64% of questions, and learning that collapses every group to one answer.
 `ground_truth` boxes the right letter instead, which is supervised fine-tuning: report it as its
 own row (with `reasoning_tokens: 0` it asks the model nothing, so no engine starts).
+`restate_answer` also teaches the sentence the protocol's forced step continues after the box, so
+that the forced letter is the one the model boxed (run 4 of docs/results.md: they disagreed on
+half of the outcome questions, and the forced letter lost 17 points of their accuracy).
 
     examples = warmup_examples(...)        pure: token ids of prompts and target completions
     run_warmup(cfg)                        the stage: answers (vLLM actors), then Ray Train + DeepSpeed
@@ -41,6 +44,7 @@ from torch import Tensor
 from creason.atomic import write_text_atomic
 from creason.storage import local_dir, push_run
 from creason.config import CreasonConfig, WarmupConfig
+from creason.evaluate.protocol import FORCE_SUFFIX
 
 #: The completion's answer (X: the letter), as the study's reward parses it
 #: (`creason.rewards.extract_boxed_letter`).
@@ -56,14 +60,17 @@ class WarmupExample:
     letter: str
 
 
-def target_completion(reasoning: str, letter: str) -> str:
-    r"""The completion the model is taught: its own reasoning (if any), then the boxed letter.
+def target_completion(reasoning: str, letter: str, restate: bool = False) -> str:
+    r"""The completion the model is taught: its own reasoning (if any), then the boxed letter, then
+    (`restate`) the letter again in the words the evaluation protocol's forced step continues.
 
     >>> target_completion("", "B"), target_completion("Lactate is high.\n", "D")
     ('\\boxed{B}', 'Lactate is high. \\boxed{D}')
+    >>> target_completion("", "A", restate=True)
+    '\\boxed{A} Therefore, the answer is A.'
     """
     reasoning = reasoning.rstrip()
-    answer = ANSWER_FORMAT.replace("X", letter)
+    answer = ANSWER_FORMAT.replace("X", letter) + (f"{FORCE_SUFFIX} {letter}." if restate else "")
     return f"{reasoning} {answer}" if reasoning else answer
 
 
@@ -89,11 +96,12 @@ def own_letter(letter_logprobs: dict[str, float | None], u: float) -> str:
 
 
 def warmup_examples(prompt_ids: list[list[int]], reasonings: list[str], letters: list[str], tokenizer: Any,
-                    end_ids: list[int]) -> list[WarmupExample]:
-    """Examples from each question's prompt tokens, the model's reasoning text and the letter to box;
-    `end_ids` (the end-of-turn token) close every completion, so the model learns to stop."""
-    return [WarmupExample(list(p), tokenizer.encode(target_completion(r, x), add_special_tokens=False) + list(end_ids), x)
-            for p, r, x in zip(prompt_ids, reasonings, letters)]
+                    end_ids: list[int], restate: bool = False) -> list[WarmupExample]:
+    """Examples from each question's prompt tokens, the model's reasoning text and the letter to box
+    (`target_completion`); `end_ids` (the end-of-turn token) close every completion, so the model
+    learns to stop."""
+    return [WarmupExample(list(p), tokenizer.encode(target_completion(r, x, restate), add_special_tokens=False)
+                          + list(end_ids), x) for p, r, x in zip(prompt_ids, reasonings, letters)]
 
 
 def nll_loss(logp: Tensor, mask: Tensor, total_tokens: float) -> Tensor:
@@ -239,7 +247,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
                   else [""] * len(questions))
     examples = warmup_examples([encode_chat(tokenizer, q.prompt) for q in questions], reasonings, letters, tokenizer,
-                               end_ids)
+                               end_ids, w.restate_answer)
     log(f"warm-up: {len(examples)} examples ({w.answers} letters), {w.epochs} epoch(s) of batches of {w.batch_size}")
     trainer = TorchTrainer(
         warmup_loop_per_worker,

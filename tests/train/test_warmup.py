@@ -34,6 +34,20 @@ def test_examples_keep_the_models_own_reasoning_before_the_box(tokenizer):
     assert tokenizer.decode(e.completion_ids) == "Lactate is high. \\boxed{A}"
 
 
+def test_restated_examples_end_with_the_forced_steps_letter_token(tokenizer):
+    """The restatement ends with the very token the protocol's forced step scores for that letter,
+    right after the suffix it appends, so the taught sentence is the one the forced step continues."""
+    from creason.evaluate.protocol import FORCE_SUFFIX, letter_token_ids
+
+    (e,) = warmup_examples([[1]], [""], ["C"], tokenizer, [tokenizer.eos_token_id], restate=True)
+    assert tokenizer.decode(e.completion_ids) == "\\boxed{C} Therefore, the answer is C." + tokenizer.eos_token
+    suffix = tokenizer.encode(FORCE_SUFFIX, add_special_tokens=False)
+    box = tokenizer.encode("\\boxed{C}", add_special_tokens=False)
+    assert e.completion_ids[len(box):len(box) + len(suffix)] == suffix
+    assert e.completion_ids[len(box) + len(suffix)] == letter_token_ids(tokenizer)["C"]
+    assert len(e.completion_ids) <= 16  # fits the GRPO budget the option's description names
+
+
 def test_own_letters_follow_the_models_probabilities():
     """Inverse CDF over the renormalised known letters: A 0.1/0.5 = 0.2, B 0.4/0.5 = 0.8, C unknown."""
     lp = {"A": math.log(0.1), "B": math.log(0.4), "C": None}
