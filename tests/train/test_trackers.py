@@ -60,6 +60,23 @@ def wandb_history(run_file: Path) -> list[dict]:
     return history
 
 
+def wandb_history_when_written(run_file: Path, records: int, timeout_s: float = 30.0) -> list[dict]:
+    """The run file's history once it holds `records` records, or as it is after `timeout_s`: W&B's
+    service process may still be writing the file when `finish()` returns (seen once in CI, on a
+    loaded 2-core machine: an empty history; the same test passed at once when run again)."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len(history := wandb_history(run_file)) >= records:
+                return history
+        except DecodeError:  # a record still being written
+            pass
+        time.sleep(0.5)
+    return wandb_history(run_file)
+
+
 def test_wandb_offline_run_holds_the_metrics_and_resumes_the_same_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     t = TrainConfig(loggers=["jsonl", "wandb"], wandb_mode="offline", experiment="creason-test")
@@ -70,7 +87,7 @@ def test_wandb_offline_run_holds_the_metrics_and_resumes_the_same_run(tmp_path, 
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].name.endswith(first_id)
     history = [{k: v for k, v in h.items() if not k.startswith("_") or k == "_step"}
-               for h in wandb_history(runs[0] / f"run-{first_id}.wandb")]
+               for h in wandb_history_when_written(runs[0] / f"run-{first_id}.wandb", len(STEPS))]
     assert history == [{"reward_mean": 0.25, "val_accuracy": 0.5, "_step": 1},  # "batch" is not a number
                        {"reward_mean": 0.75, "letter_A": 0.1, "_step": 2}]
     resumed = WandbTracker(tmp_path, t, "trial", {})
