@@ -9,8 +9,8 @@ from pathlib import Path
 from creason.config import ConfigError, dump_config, load_config
 from creason.data.dictionary import DictionaryError
 from creason.data.registry import RegistryError
-from creason.paths import question_build_dir
-from creason.storage import local_dir, synced_output
+from creason.paths import question_build_dir, train_metrics_path
+from creason.storage import synced_output
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with synced_output(cfg.output_dir, log=print):
         result = train(cfg, resume=args.resume)
     print(f"\ntraining finished at step {result.metrics.get('step')}; checkpoint: {result.checkpoint.path if result.checkpoint else None}")
-    print(f"metrics: {local_dir(cfg.output_dir) / 'train' / 'metrics.jsonl'}")
+    print(f"metrics: {train_metrics_path(cfg.output_dir)}")
     return 0
 
 

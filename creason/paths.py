@@ -36,6 +36,12 @@ def absolute_output_dir(output_dir: str) -> str:
     return output_dir if is_remote(output_dir) else str(Path(output_dir).resolve())
 
 
+def train_metrics_path(output_dir: str | Path) -> Path:
+    """The training run's `metrics.jsonl` (`creason.train.metrics.MetricsLog` in `<output_dir>/train`),
+    in the working copy of a URI `output_dir`."""
+    return local_dir(output_dir) / "train" / "metrics.jsonl"
+
+
 def question_build_dir(output_dir: str | Path) -> Path:
     """Where `creason build-questions` writes the question Parquet, manifest and plan."""
     return local_dir(output_dir) / QUESTIONS

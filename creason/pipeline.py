@@ -22,7 +22,7 @@ from typing import Callable
 from creason.config import CreasonConfig
 from creason.contracts import Question
 from creason.evaluate.report import pct
-from creason.paths import checkpoint_root
+from creason.paths import checkpoint_root, train_metrics_path
 from creason.storage import exists, local_dir, push_run
 
 STAGES = ("questions", "evaluate_base", "warmup", "train", "evaluate_trained", "serve")
@@ -155,7 +155,7 @@ def _with(cfg: CreasonConfig, **sections: dict) -> CreasonConfig:
 
 
 def out_records(cfg: CreasonConfig) -> list[dict]:
-    path = local_dir(cfg.output_dir) / "train" / "metrics.jsonl"
+    path = train_metrics_path(cfg.output_dir)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 

@@ -17,7 +17,7 @@ from creason.evaluate.outputs import question_records, read_metrics, to_json, wr
 from creason.evaluate.questions import answer_counts
 from creason.evaluate.report import pct, pick_examples, render_report
 from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
-from creason.paths import latest_policy, questions_dir, resolve_model_path
+from creason.paths import latest_policy, questions_dir, resolve_model_path, train_metrics_path
 from creason.storage import local_dir
 
 #: `answerer(model_path, questions) -> (answers in question order, run stats)`.
@@ -53,7 +53,7 @@ def resolve_models(cfg: CreasonConfig) -> list[tuple[str, str]]:
 
 
 def metrics_path(cfg: CreasonConfig) -> Path | None:
-    path = Path(cfg.evaluate.metrics_path or local_dir(cfg.output_dir) / "train" / "metrics.jsonl")
+    path = Path(cfg.evaluate.metrics_path or train_metrics_path(cfg.output_dir))
     return path if path.is_file() else None
 
 
