@@ -396,6 +396,10 @@ class EvalConfig(_Section):
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples behind each confidence interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the percentile bootstrap intervals.")
     seed: int = Field(0, description="Seed of the question subset, the random baseline and the bootstrap.")
+    record_baseline_questions: int = Field(
+        20000, ge=0, description="Training questions the record-regression baseline is fit on (a softmax regression "
+        "per variable on the record's values: what the records tell beyond the majority answer); 0: no such baseline."
+    )
     examples: int = Field(3, ge=0, description="Example questions (with each model's reasoning) shown in the report.")
     metrics_path: str | None = Field(
         None, description="Training `metrics.jsonl` to plot; None: `<output_dir>/train/metrics.jsonl` if it exists."

@@ -61,6 +61,14 @@ def test_system_rows_keep_a_models_boxed_letter(learning):
     assert (model["boxed"], model["boxed_forced_agreement"]) == (0.52, 0.74) and "boxed" not in baseline
 
 
+def test_trained_is_compared_with_base_baselines_and_warmup(learning):
+    names = [("base model", "model"), ("Random guess (one draw)", "baseline"), ("Majority answer (train)", "baseline"),
+             ("Record regression (train)", "baseline"), ("warm-up", "model"), ("trained", "model")]
+    pairs = learning.reported_pairs({"systems": [{"name": n, "kind": k} for n, k in names]})
+    assert pairs == [("trained", "base model"), ("trained", "Majority answer (train)"),
+                     ("trained", "Record regression (train)"), ("trained", "warm-up")]
+
+
 def test_markdown_shows_every_system_comparison_and_check(learning):
     result = {"machine": "m", "exit_code": 0, "wall_s": 600, "peak_pss_gib": 9.5, "seconds": {"train": 100.4},
               "systems": [{"system": "base model", "kind": "model", "accuracy": 0.41, "ci": [0.37, 0.45],

@@ -22,13 +22,14 @@ from creason.data.dictionary import CODED_KINDS, Variable, VariableKind
 from creason.data.mixture import component_std
 from creason.data.prepare import KEY, SPLIT
 from creason.data.rand import splitmix64, uniform
-from creason.data.render import RecordRenderer, concat, format_numbers, line_label
+from creason.data.render import RecordRenderer, concat, format_numbers, line_label, parse_record
 from creason.data.schema import QUESTION_SCHEMA, assemble_questions
 from creason.data.stats import RegistryStats
 
 MASKED, OUTCOME = "masked_value", "outcome"
 _TARGET_STREAM = {MASKED: 100, OUTCOME: 200}
 _OPTION_STREAM = {MASKED: 1_000, OUTCOME: 2_000}
+RECORD_HEADER, QUESTION_HEADER = "Patient record:\n\n", "\n\nQuestion: "  # around the record in a user message
 
 
 class QuestionPlan(BaseModel):
@@ -202,7 +203,7 @@ def user_messages(plan: QuestionPlan, renderer: RecordRenderer, rows: np.ndarray
     and registry predictions at the endpoint both come from here, so the model sees one format."""
     k = len(options[0]) if len(options) else 0
     record = renderer.render(rows, plan.excluded(kind, target))
-    return concat("Patient record:\n\n", record, f"\n\nQuestion: {question_text(kind, plan.variable(target))}\n\nOptions:\n",
+    return concat(RECORD_HEADER, record, f"{QUESTION_HEADER}{question_text(kind, plan.variable(target))}\n\nOptions:\n",
                   options_text(options, k), "\n\nThink step by step, then give the letter of your answer in \\boxed{}.")
 
 
@@ -243,3 +244,12 @@ def build_questions(table: pa.Table, plan: QuestionPlan) -> pa.Table:
             sel = target_index == t
             parts.append(questions_for_target(plan, renderer, table, keys, kind, targets[t], rows[sel], ks[sel]))
     return pa.concat_tables(parts) if parts else QUESTION_SCHEMA.empty_table()
+
+
+def record_values(user_text: str) -> dict[str, str]:
+    """The record a question's user message shows, as {line label: value text} (`user_messages`'s
+    layout read back); {} when the message has no record."""
+    start, end = user_text.find(RECORD_HEADER), user_text.find(QUESTION_HEADER)
+    if start < 0 or end < start:
+        return {}
+    return parse_record(user_text[start + len(RECORD_HEADER):end])

@@ -94,3 +94,14 @@ class RecordRenderer:
             elif kept:
                 parts.append(section_text(self.lines, section, kept, take))
         return pc.utf8_rtrim(concat(*parts) if len(parts) > 1 else parts[0], characters="\n")
+
+
+def parse_record(text: str) -> dict[str, str]:
+    """A rendered record back as {line label: value text}: the inverse of `RecordRenderer.render`
+    (section headers and blank lines skipped)."""
+    values = {}
+    for line in text.splitlines():
+        label, sep, value = line.partition(": ")
+        if sep and not line.startswith("["):
+            values[label] = value
+    return values

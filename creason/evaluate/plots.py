@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from creason.evaluate.scoring import CHANCE, MAJORITY
+from creason.evaluate.scoring import CHANCE, MAJORITY, RECORD
+
+BASELINE_GRAYS = {MAJORITY: "0.75", RECORD: "0.45"}  # the baselines shown per section
 
 
 def _pyplot():
@@ -55,11 +57,11 @@ def plot_overall(results: dict, path: Path) -> Path:
 
 
 def plot_by_section(results: dict, path: Path) -> Path:
-    """Grouped horizontal bars: one group per record section, one bar per model and the majority
-    baseline, with bootstrap intervals; the expected chance level of each section as a black tick."""
+    """Grouped horizontal bars: one group per record section, one bar per model, the majority answer
+    and the record regression, with bootstrap intervals; the expected chance level of each section as a black tick."""
     plt = _pyplot()
     sections = list(results["question_counts"]["section"])
-    shown = [s for s in results["systems"] if s["kind"] == "model" or s["name"] == MAJORITY]
+    shown = [s for s in results["systems"] if s["kind"] == "model" or s["name"] in BASELINE_GRAYS]
     chance = next((s for s in results["systems"] if s["name"] == CHANCE), None)
     height = 0.8 / max(1, len(shown))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(sections) * max(2, len(shown)) + 1.5))
@@ -68,7 +70,7 @@ def plot_by_section(results: dict, path: Path) -> Path:
     for k, s in enumerate(shown):
         rows = [s["breakdowns"]["section"][sec] for sec in sections]
         ax.barh(y + k * height, [r["accuracy"] for r in rows], height, xerr=_errors(rows), label=s["name"],
-                color="0.7" if s["kind"] == "baseline" else next(palette),
+                color=BASELINE_GRAYS[s["name"]] if s["kind"] == "baseline" else next(palette),
                 error_kw={"ecolor": "0.35", "elinewidth": 0.8, "capsize": 2})
     if chance is not None:
         levels = [chance["breakdowns"]["section"][sec]["accuracy"] for sec in sections]

@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Callable
 
-from creason.config import CreasonConfig
+from creason.config import CreasonConfig, EvalConfig
 from creason.contracts import Question
 from creason.data.schema import load_questions
 from creason.evaluate.outputs import question_records, read_metrics, to_json, write_atomic, write_jsonl
-from creason.evaluate.questions import answer_counts
+from creason.evaluate.questions import answer_counts, answered_records
+from creason.evaluate.record_regression import RecordRegression
 from creason.evaluate.report import pct, pick_examples, render_report
 from creason.evaluate.scoring import System, baseline_systems, model_system, score_systems
 from creason.paths import latest_policy, questions_dir, resolve_model_path, train_metrics_path
@@ -78,6 +80,16 @@ def default_answerer(cfg: CreasonConfig, log: Callable[[str], None]) -> Answerer
                          e.gpus_per_actor, log)
 
 
+def record_regression(qdir: Path, e: EvalConfig, log: Callable[[str], None]) -> RecordRegression | None:
+    """The record-regression baseline fit on up to `e.record_baseline_questions` training questions."""
+    if e.record_baseline_questions == 0:
+        return None
+    start = time.perf_counter()
+    regression = RecordRegression(answered_records(qdir, e.record_baseline_questions, e.seed))
+    log(f"record regression fit on the train split in {time.perf_counter() - start:.1f} s")
+    return regression
+
+
 def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the evaluation of `cfg.evaluate`; returns the results (also in results.json)."""
     e = cfg.evaluate
@@ -93,7 +105,7 @@ def evaluate(cfg: CreasonConfig, answerer: Answerer | None = None, log: Callable
     except FileNotFoundError:
         log(f"no train split in {qdir}: the majority baseline guesses at random")
         train_counts = {}
-    systems = baseline_systems(questions, train_counts, e.seed)
+    systems = baseline_systems(questions, train_counts, e.seed, record_regression(qdir, e, log) if train_counts else None)
     for k, (label, path) in enumerate(models, 1):
         log(f"[{k}/{len(models)}] {label}: {path}")
         answers, run = answerer(path, questions)

@@ -13,7 +13,9 @@ import numpy as np
 
 from creason.contracts import Question
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
+from creason.data.questions import record_values
 from creason.evaluate.protocol import ModelAnswer
+from creason.evaluate.record_regression import RecordRegression
 from creason.evaluate.stats import bootstrap_ci, mcnemar
 
 #: Breakdowns reported beside the overall accuracy: name -> the group of a question.
@@ -26,6 +28,7 @@ BREAKDOWNS: dict[str, Callable[[Question], str]] = {
 
 
 CHANCE, DRAW, MAJORITY = "Random guess (expected)", "Random guess (one draw)", "Majority answer (train)"
+RECORD = "Record regression (train)"
 
 
 @dataclass
@@ -48,11 +51,13 @@ def correctness(questions: list[Question], letters: list[str | None]) -> np.ndar
     return np.array([float(x == q.ground_truth) for q, x in zip(questions, letters)])
 
 
-def baseline_systems(questions: list[Question], train_counts: dict[str, Counter], seed: int) -> list[System]:
-    """Expected chance, one seeded random draw, and the training majority answer per variable."""
+def baseline_systems(questions: list[Question], train_counts: dict[str, Counter], seed: int,
+                     regression: RecordRegression | None = None) -> list[System]:
+    """Expected chance, one seeded random draw, the training majority answer per variable, and (given
+    a fitted `regression`) the record regression's answers."""
     draw = random_letters(questions, seed)
     majority, hit = majority_letters(questions, majority_texts(train_counts), seed + 1)
-    return [
+    systems = [
         System(CHANCE, "baseline", chance_levels(questions),
                note="mean of 1 / number of options: what uniform guessing scores on average"),
         System(DRAW, "baseline", correctness(questions, draw), letters=draw,
@@ -61,6 +66,13 @@ def baseline_systems(questions: list[Question], train_counts: dict[str, Counter]
                note=f"most frequent training answer of the variable; it was an option in {hit.mean():.0%} "
                     "of questions, a random letter otherwise"),
     ]
+    if regression is not None:
+        letters, known = regression.letters(questions, [record_values(q.user_text) for q in questions], seed + 2)
+        systems.append(System(RECORD, "baseline", correctness(questions, letters), letters=letters,
+                              note=f"a softmax regression per variable on the record's values, fit on the training "
+                                   f"split; it had a prediction for {known.mean():.0%} of questions, a random letter "
+                                   "otherwise"))
+    return systems
 
 
 def model_system(name: str, path: str, questions: list[Question], answers: list[ModelAnswer],

@@ -10,9 +10,11 @@ It runs `creason quickstart --config learning --fresh` (the pipeline with the wa
 fresh process. With `--registry-seed S`, a registry is first written by `creason generate-registry`
 under seed S and read back as a user's file (`data.source=files`), so the recipe is shown on a
 registry it was not tuned on. The results: each model's accuracy with its 95% interval, the
-majority-answer and chance baselines, McNemar's test of trained vs base, trained vs warm-up (what
-GRPO itself adds) and trained vs the majority answer, accuracy by question kind (outcome
-questions are the transfer task: training sees masked values only), and the learning curve
+majority-answer, record-regression and chance baselines (the record regression reads the record:
+its gap over the majority answer is what the records tell), McNemar's test of trained vs base,
+trained vs warm-up (what GRPO itself adds), trained vs the majority answer and trained vs the record
+regression, accuracy by question kind (outcome questions are the transfer task when training sees
+masked values only), and the learning curve
 (validation accuracy every `train.eval_every` steps; reward, letters, completion length and
 entropy per step).
 
@@ -64,6 +66,15 @@ def comparison(results: dict, a: str, b: str) -> dict | None:
             low, high = sorted((sign * c["difference_ci_low"], sign * c["difference_ci_high"]))
             return {"a": a, "b": b, "difference": sign * c["difference"], "ci": [low, high], "p_value": c["p_value"]}
     return None
+
+
+def reported_pairs(results: dict) -> list[tuple[str, str]]:
+    """The trained model (the last) against the base model (the first), the majority answer, the
+    record regression, and each model between them (the warm-up)."""
+    models = [s["name"] for s in results["systems"] if s["kind"] == "model"]
+    base, trained = models[0], models[-1]
+    baselines = [s["name"] for s in results["systems"] if s["name"].lower().startswith(("majority", "record"))]
+    return [(trained, base)] + [(trained, b) for b in baselines] + [(trained, m) for m in models[1:-1]]
 
 
 def curve(metrics_path: Path) -> dict:
@@ -155,12 +166,8 @@ def main() -> int:
     summary_path, results_path = output_dir / "summary.json", output_dir / "eval" / "results.json"
     if summary_path.exists() and results_path.exists():
         summary, results = json.loads(summary_path.read_text()), json.loads(results_path.read_text())
-        models = [s["name"] for s in results["systems"] if s["kind"] == "model"]
-        base, trained = models[0], models[-1]
-        majority = next(s["name"] for s in results["systems"] if s["name"].lower().startswith("majority"))
-        pairs = [(trained, base), (trained, majority)] + [(trained, m) for m in models[1:-1]]
         result.update(seconds=summary["seconds"], systems=system_rows(results), n_questions=results["n_questions"],
-                      comparisons=[c for a, b in pairs if (c := comparison(results, a, b))],
+                      comparisons=[c for a, b in reported_pairs(results) if (c := comparison(results, a, b))],
                       warmup=summary.get("warmup"), curve=curve(output_dir / "train" / "metrics.jsonl"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -184,3 +184,18 @@ def test_rotating_a_question_whose_options_block_is_not_found_is_an_error(tiny_q
     edited = q.model_copy(update={"messages": [{**m, "content": m["content"].replace("A. ", "A) ")} for m in q.messages]})
     with pytest.raises(ValueError, match=f"question {q.question_id}: its options block is not found"):
         rotate_options(edited, 1)
+
+
+def test_record_values_read_back_each_line_of_the_rendered_record(tiny_questions):
+    from creason.data.questions import record_values
+    from creason.data.render import parse_record
+
+    assert parse_record("[Labs/First]\nLactate (mmol/L): 4.5\nNote: a: b\n\n[Severity]\nShock: No") == {
+        "Lactate (mmol/L)": "4.5", "Note": "a: b", "Shock": "No"}
+    for row in tiny_questions.slice(0, 300).to_pylist():
+        user = row["prompt"][1]["content"]
+        record = user.split("\n\nQuestion:")[0].removeprefix("Patient record:\n\n")
+        lines = [line for line in record.splitlines() if line and not line.startswith("[")]
+        values = record_values(user)
+        assert len(values) == len(lines) > 0
+        assert [f"{k}: {v}" for k, v in values.items()] == lines

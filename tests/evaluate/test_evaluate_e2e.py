@@ -58,7 +58,9 @@ def test_results_json_has_accuracies_with_intervals(run):
     assert 0 <= o["ci_low"] <= o["accuracy"] <= o["ci_high"] <= 1
     assert set(tiny["breakdowns"]) == {"question_kind", "section", "variable_kind", "num_options"}
     assert set(tiny["breakdowns"]["question_kind"]) == {"masked_value", "outcome"}
-    assert {c["b"] for c in saved["comparisons"]} == {"Random guess (one draw)", "Majority answer (train)"}
+    assert {c["b"] for c in saved["comparisons"]} == {"Random guess (one draw)", "Majority answer (train)",
+                                                      "Record regression (train)"}
+    assert any(line.startswith("record regression fit on the train split") for line in run["logs"])
     assert all(0 <= c["p_value"] <= 1 for c in saved["comparisons"])
     assert tiny["run"]["questions"] == 24 and tiny["run"]["num_actors"] == 1 and tiny["run"]["dtype"] == "float32"
     for name in ("report.md", "answers.jsonl", "accuracy_overall.png", "accuracy_by_section.png"):
