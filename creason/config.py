@@ -284,7 +284,7 @@ class TrainConfig(_Section):
     trainable_layers: int | None = Field(
         None, ge=1, description="Train only the top k decoder blocks and the final norm (embeddings and lower blocks "
         "frozen: they run without autograd, so a training pass costs ~1 forward of them instead of ~3); None: all. "
-        "Applies to GRPO and the warm-up."
+        "Applies to GRPO and the warm-up. With `model.lora`: the adapters of the top k blocks only."
     )
     share_prompt_forward: bool = Field(
         True, description="Run the prompt a group's completions share once per micro-batch (its KV cache repeated), "
@@ -535,8 +535,6 @@ class CreasonConfig(_Section):
 
     @model_validator(mode="after")
     def _lora_fits(self) -> "CreasonConfig":
-        if self.model.lora is not None and self.train.trainable_layers is not None:
-            raise ValueError("model.lora and train.trainable_layers both choose what trains: set one of them")
         if self.model.lora is not None and self.train.zero_stage == 3:
             raise ValueError("model.lora is not supported at train.zero_stage=3 (the adapters are small: use ZeRO 0-2)")
         if (self.model.lora is not None and self.model.lora.resolved_sync(self.rollout.gpus_per_actor) == "adapter"

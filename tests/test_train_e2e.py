@@ -116,24 +116,30 @@ def test_resume_runs_step_three_on_the_uninterrupted_batch(first_run):
     assert records[2]["data_position"] == 6
 
 
-@pytest.mark.parametrize("sync", ["adapter", "merged"])
-def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, tmp_path, sync):
+@pytest.mark.parametrize("sync, top", [("adapter", None), ("merged", None), ("merged", 1)])
+def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, tmp_path, sync, top):
     """model.lora: the adapters train (the checkpoint's adapter/ is a PEFT folder and its policy/
     the merged model, which has moved from the base); vLLM samples step 2 with step 1's adapters,
     run by its LoRA kernels (`sync: adapter`) or merged into its weights (`sync: merged`): mismatch
-    at float noise, far below the change the step made."""
+    at float noise, far below the change the step made. With `train.trainable_layers` only the top
+    blocks' adapters move (B starts at zero, so the others stay zero)."""
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from creason.models.lora import is_adapter_folder
 
     cfg = _config(tmp_path, tiny_model_dir, steps=2,
                   extra=("model.lora.rank=8", f"model.lora.sync={sync}", "train.lr=5e-2", "algorithm.beta=0",
-                         "train.eval_every=0"))
+                         "train.eval_every=0", f"train.trainable_layers={'null' if top is None else top}"))
     build_question_set(cfg)
     result = train(cfg)
     step1, step2 = _records(tmp_path)
     checkpoint = latest_checkpoint(result.checkpoint.path)
     assert is_adapter_folder(checkpoint / "adapter")
+    b = {k: v for k, v in load_file(checkpoint / "adapter" / "adapter_model.safetensors").items() if ".lora_B." in k}
+    blocks = sorted({int(k.split(".layers.")[1].split(".")[0]) for k in b})
+    moved_blocks = sorted({int(k.split(".layers.")[1].split(".")[0]) for k, v in b.items() if v.abs().max() > 0})
+    assert moved_blocks == (blocks if top is None else blocks[-top:]), (moved_blocks, blocks)
     tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)

@@ -24,11 +24,14 @@ def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
 def train_top_blocks(model: torch.nn.Module, trainable_layers: int | None) -> dict[str, int]:
     """Freeze all but the top `trainable_layers` blocks and what follows them (the final norm; the
     output head unless it is tied to the input embeddings, which stay frozen). None or at least the
-    number of blocks: everything stays trainable. Returns {"trainable", "total"} parameter counts."""
+    number of blocks: everything stays trainable. A weight frozen before stays frozen: with LoRA
+    adapters only the top blocks' adapters train, never their base weights. Returns {"trainable",
+    "total"} parameter counts."""
     blocks = decoder_blocks(model) if trainable_layers is not None else None
     if blocks is not None and trainable_layers < len(blocks):
         if trainable_layers < 1:
             raise ValueError(f"train.trainable_layers must be >= 1 (or null for all), got {trainable_layers}")
+        frozen = [p for p in model.parameters() if not p.requires_grad]
         model.requires_grad_(False)
         blocks[len(blocks) - trainable_layers:].requires_grad_(True)
         decoder = model.get_decoder()
@@ -37,5 +40,7 @@ def train_top_blocks(model: torch.nn.Module, trainable_layers: int | None) -> di
         head = model.get_output_embeddings()
         if head is not None and head.weight is not model.get_input_embeddings().weight:
             head.requires_grad_(True)
+        for p in frozen:
+            p.requires_grad_(False)
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in model.parameters())}

@@ -89,7 +89,6 @@ def test_auto_sync_sends_adapters_to_gpu_engines_and_merged_weights_to_cpu_ones(
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.lora.rank=8", "model.lora.sync=adapter", "rollout.backend=hf"], "needs rollout.backend=vllm"),
-    (["model.lora.rank=8", "train.trainable_layers=2"], "both choose what trains"),
     (["model.lora.rank=8", "train.zero_stage=3"], "not supported at train.zero_stage=3"),
 ])
 def test_lora_config_conflicts_are_refused(overrides, message):

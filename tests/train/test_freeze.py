@@ -63,3 +63,14 @@ def test_none_or_all_blocks_leave_everything_trainable(k):
 def test_zero_blocks_is_refused():
     with pytest.raises(ValueError, match="trainable_layers"):
         train_top_blocks(_model(), 0)
+
+
+def test_with_lora_only_the_top_blocks_adapters_train():
+    from creason.config import LoraSettings
+    from creason.models.lora import add_lora
+
+    model = add_lora(_model(tied=False), LoraSettings(rank=2, alpha=4))
+    counts = train_top_blocks(model, 1)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.3." in n and ".lora_" in n for n in trainable)  # no base weight, norm or head
+    assert counts["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
