@@ -1,5 +1,6 @@
 """ray_jobs/benchmarks/learning.py reads the pipeline's results right: a - b with its sign and
-interval whichever order the results hold the pair in, and the learning curve from metrics.jsonl."""
+interval whichever order the results hold the pair in, and the learning curve from metrics.jsonl;
+lora_learning.py reads each variant's training metrics right."""
 
 import importlib.util
 import json
@@ -11,16 +12,20 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "ray_jobs" / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def learning():
+def load_benchmark(name: str):
     sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their `common` module as a sibling
     try:
-        spec = importlib.util.spec_from_file_location("learning_benchmark", BENCHMARKS / "learning.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        yield module
+        return module
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def learning():
+    return load_benchmark("learning")
 
 
 RESULTS = {"comparisons": [
@@ -87,3 +92,18 @@ def test_markdown_shows_every_system_comparison_and_check(learning):
     assert "| train | 100 |" in text and "| validation accuracy (forced letter) | 30.0% |" in text
     assert "| 1-1 | 0.250 |" in text
     assert "did not finish" in learning.render_markdown({"machine": "m", "exit_code": 1, "wall_s": 6, "peak_pss_gib": 1})
+
+
+def test_lora_learning_summarizes_each_variants_curve_and_phases():
+    lora = load_benchmark("lora_learning")
+    records = [{"step": 0, "val_accuracy": 0.45, "time": 1}]
+    records += [{"step": s, "reward_mean": 0.1 * s, "entropy": 0.2, "time_generate_s": 10.0 + s, "time_train_s": 20.0,
+                 "time_sync_s": 0.5} for s in (1, 2, 3, 4)]
+    records += [{"step": 4, "val_accuracy": 0.5, "time": 9}]
+    summary = lora.summarize(records)
+    assert [c["step"] for c in summary["validation"]] == [0, 4] and len(summary["steps"]) == 4
+    assert summary["median_s"] == {"time_generate_s": 12.5, "time_train_s": 20.0, "time_sync_s": 0.5}
+    assert summary["median_step_s"] == pytest.approx(33.0)
+    result = {"machine": "m", "variants": [{"name": "lora", "exit_code": 0, "wall_s": 120, "peak_pss_gib": 5.5, **summary}]}
+    assert ("| lora | 0 | 2.0 min | 0.100 / 0.200 / 0.300 / 0.400 | 0: 45.0%, 4: 50.0% | 12.50 / 20.00 / 0.50 | 5.50 GiB |"
+            in lora.render_markdown(result))
