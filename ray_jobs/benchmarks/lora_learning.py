@@ -57,7 +57,7 @@ def render_markdown(result: dict) -> str:
              "generate / train / sync (median s) | peak memory |", "|---|---|---|---|---|---|---|"]
     for v in result["variants"]:
         steps = v["steps"]
-        q = max(1, len(steps) // 4)
+        q = max(1, -(-len(steps) // 4))  # ceil: every step lands in one of at most 4 parts
         quarters = [steps[i:i + q] for i in range(0, len(steps), q)][:4]
         reward = " / ".join(f"{statistics.mean(r['reward_mean'] for r in part):.3f}" for part in quarters)
         checks = ", ".join(f"{c['step']}: {100 * c['val_accuracy']:.1f}%" for c in v["validation"])
