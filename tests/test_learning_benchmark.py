@@ -107,3 +107,10 @@ def test_lora_learning_summarizes_each_variants_curve_and_phases():
     result = {"machine": "m", "variants": [{"name": "lora", "exit_code": 0, "wall_s": 120, "peak_pss_gib": 5.5, **summary}]}
     assert ("| lora | 0 | 2.0 min | 0.100 / 0.200 / 0.300 / 0.400 | 0: 45.0%, 4: 50.0% | 12.50 / 20.00 / 0.50 | 5.50 GiB |"
             in lora.render_markdown(result))
+
+
+def test_step_quarters_keep_every_step():
+    common = load_benchmark("common")
+    parts = common.step_quarters([{"step": s} for s in range(1, 16)])
+    assert [len(p) for p in parts] == [4, 4, 4, 3] and [r["step"] for p in parts for r in p] == list(range(1, 16))
+    assert common.step_quarters([{"step": 1}]) == [[{"step": 1}]] and common.step_quarters([]) == []

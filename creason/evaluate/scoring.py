@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 
 from creason.contracts import Question
-from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
 from creason.data.questions import record_values
+from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
 from creason.evaluate.protocol import ModelAnswer
 from creason.evaluate.record_regression import RecordRegression
 from creason.evaluate.stats import bootstrap_ci, mcnemar

@@ -68,6 +68,12 @@ def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 
     return rc, time.perf_counter() - start, peak
 
 
+def step_quarters(steps: list[dict]) -> list[list[dict]]:
+    """Per-step records in at most 4 consecutive parts of equal size (the last may be shorter), every step in one."""
+    size = max(1, -(-len(steps) // 4))
+    return [steps[i:i + size] for i in range(0, len(steps), size)]
+
+
 def machine_line() -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()

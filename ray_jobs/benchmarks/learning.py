@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored, set_args
+from common import gib_by_process, machine_line, run_monitored, set_args, step_quarters
 
 CURVE_KEYS = ("reward_mean", "accuracy", "completion_length", "entropy", "zero_variance_fraction", "truncated_fraction")
 
@@ -120,8 +120,7 @@ def render_markdown(result: dict) -> str:
             lines.append(f"| {key.removeprefix('val_accuracy_')} | " + " | ".join(pct(c.get(key, 0.0)) for c in checks) + " |")
     steps = result["curve"]["steps"]
     if steps:
-        q = max(1, -(-len(steps) // 4))  # ceil: every step lands in one of at most 4 parts
-        quarters = [steps[i:i + q] for i in range(0, len(steps), q)][:4]
+        quarters = step_quarters(steps)
         keys = ["reward_mean", "entropy", "completion_length", "zero_variance_fraction",
                 *sorted(k for k in steps[0] if k.startswith("letter_"))]
         lines += ["", "| steps | " + " | ".join(k for k in keys) + " |", "|---|" + "---|" * len(keys)]

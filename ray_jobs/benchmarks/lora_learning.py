@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored, set_args
+from common import gib_by_process, machine_line, run_monitored, set_args, step_quarters
 
 PHASES = ("time_generate_s", "time_train_s", "time_sync_s")
 DEFAULT_LORA = ["model.lora.rank=16", "model.lora.alpha=32", "train.lr=1e-3"]
@@ -34,14 +34,16 @@ def run_variant(name: str, base: list[str], extra: list[str], out_dir: Path, con
     cmd = [sys.executable, "-m", "creason.cli", "train", "--config", config, *set_args(overrides)]
     at_peak: dict[str, int] = {}
     rc, wall, peak = run_monitored(cmd, str(out_dir / f"{name}.log"), every_s=1.0, at_peak=at_peak)
-    metrics = out_dir / name / "train" / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    from creason.evaluate.outputs import read_metrics
+    from creason.paths import train_metrics_path
+
+    records = read_metrics(train_metrics_path(out_dir / name))
     return {"name": name, "overrides": overrides, "exit_code": rc, "wall_s": wall, "peak_pss_gib": peak / 2**30,
             "peak_pss_gib_by_process": gib_by_process(at_peak), **summarize(records)}
 
 
 def summarize(records: list[dict]) -> dict:
-    """Per step the reward and boxed-letter accuracy, the validation checks, and the median phase times."""
+    """Per step the reward and the entropy, the validation checks, and the median phase times."""
     steps = [r for r in records if "reward_mean" in r]
     checks = [{"step": r["step"], "val_accuracy": r["val_accuracy"]} for r in records if "val_accuracy" in r]
     medians = {k: statistics.median(r[k] for r in steps) for k in PHASES if steps and all(k in r for r in steps)}
@@ -57,9 +59,7 @@ def render_markdown(result: dict) -> str:
              "generate / train / sync (median s) | peak memory |", "|---|---|---|---|---|---|---|"]
     for v in result["variants"]:
         steps = v["steps"]
-        q = max(1, -(-len(steps) // 4))  # ceil: every step lands in one of at most 4 parts
-        quarters = [steps[i:i + q] for i in range(0, len(steps), q)][:4]
-        reward = " / ".join(f"{statistics.mean(r['reward_mean'] for r in part):.3f}" for part in quarters)
+        reward = " / ".join(f"{statistics.mean(r['reward_mean'] for r in part):.3f}" for part in step_quarters(steps))
         checks = ", ".join(f"{c['step']}: {100 * c['val_accuracy']:.1f}%" for c in v["validation"])
         phases = " / ".join(f"{v['median_s'].get(k, float('nan')):.2f}" for k in PHASES)
         lines.append(f"| {v['name']} | {v['exit_code']} | {v['wall_s'] / 60:.1f} min | {reward} | {checks} | "
