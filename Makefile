@@ -43,8 +43,8 @@ build-questions: setup
 quickstart: setup
 	$(BIN)/creason quickstart --config quickstart --fresh
 
-# The learning recipe (format warm-up, then GRPO), base vs warm-up vs trained on 500 test
-# questions, timed, with its peak memory: about 1.5 hours on 2 cores (docs/results.md).
+# The learning recipe (a supervised warm-up, then GRPO), base vs warm-up vs trained on 500 test
+# questions, timed, with its peak memory: about 80 minutes on 2 cores (docs/results.md).
 learning: setup
 	$(BIN)/python ray_jobs/benchmarks/learning.py --out runs/learning.json --log runs/learning.log
 

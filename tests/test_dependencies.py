@@ -54,6 +54,6 @@ def _undeclared(modules: set[str], declared: set[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("folders, extras", [(("creason",), ("cpu", "gpu", "tracking")),
-                                             (("tests", "ray_jobs"), ("cpu", "gpu", "dev"))])
+                                             (("tests", "ray_jobs"), ("cpu", "gpu", "dev", "bench"))])
 def test_every_import_is_declared(folders, extras):
     assert _undeclared(_imported(*folders), _declared(*extras)) == []

@@ -1,6 +1,6 @@
-"""ray_jobs/benchmarks/learning.py reads the pipeline's results right: a - b with its sign and
-interval whichever order the results hold the pair in, and the learning curve from metrics.jsonl;
-lora_learning.py reads each variant's training metrics right."""
+"""The benchmarks' pure parts: learning.py reads a - b with its sign and interval whichever order
+the results hold the pair in, and the learning curve from metrics.jsonl; lora_learning.py reads
+each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does."""
 
 import importlib.util
 import json
@@ -114,3 +114,19 @@ def test_step_quarters_keep_every_step():
     parts = common.step_quarters([{"step": s} for s in range(1, 16)])
     assert [len(p) for p in parts] == [4, 4, 4, 3] and [r["step"] for p in parts for r in p] == list(range(1, 16))
     assert common.step_quarters([{"step": 1}]) == [[{"step": 1}]] and common.step_quarters([]) == []
+
+
+def test_trl_baseline_does_one_creason_step_of_work_per_optimizer_step():
+    """trl_grpo.py's TRL side: the step's prompts x group size completions generated in groups of
+    the group size, trained in creason's micro-batches and accumulated to one update."""
+    from creason.config import load_config
+
+    trl = load_benchmark("trl_grpo")
+    cfg = load_config("quickstart", ["train.prompts_per_step=3", "rollout.group_size=4", "train.micro_batch_size=6"])
+    args = trl.trl_arguments(cfg, "out", steps=20, reward_weights=[1.0, 0.5])
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 12
+    assert (args["per_device_train_batch_size"], args["num_generations"]) == (6, 4)
+    assert (args["max_completion_length"], args["learning_rate"], args["warmup_steps"]) == (192, 2e-5, 2)
+    assert args["use_cpu"] and not args["bf16"] and args["reward_weights"] == [1.0, 0.5]
+    with pytest.raises(SystemExit, match="12 completions a step do not make micro-batches of 5"):
+        trl.trl_arguments(load_config("quickstart", ["train.prompts_per_step=3", "train.micro_batch_size=5"]), "out", 1, [1.0])

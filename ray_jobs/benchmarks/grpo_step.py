@@ -68,8 +68,40 @@ def summarize(records: list[dict]) -> dict:
             "loop_generate_tokens_per_s": sum(r["generate_tokens"] for r in steady)
             / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
             "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["time_generate_s"]} for r in steady],
+            "completion_length": [r["completion_length"] for r in steady],
             "train_tokens_per_s": statistics.mean(r["tokens"] / max(r["time_train_s"], 1e-9) for r in steady),  # per worker (ranks averaged)
             "reward_mean": [r["reward_mean"] for r in records]}
+
+
+def measure_loop(config: str, steps: int, patients: int, overrides: list[str], frozen_weights: bool = False) -> dict:
+    """The standalone actors, then `creason train` for `steps` steps in a monitored subprocess, on
+    a fresh question build of `patients` patients: the results file's fields."""
+    from creason.config import load_config
+    from creason.data.pipeline import build_question_set
+
+    with tempfile.TemporaryDirectory() as out:
+        run = [f"output_dir={out}", f"data.num_patients={patients}", f"train.steps={steps}",
+               f"train.checkpoint_every={steps}", *(["train.lr=1e-30"] if frozen_weights else []), *overrides]
+        cfg = load_config(config, run)
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        build_question_set(cfg)
+        ray.shutdown()
+        standalone = standalone_generation(cfg, str(Path(out) / "questions"), steps)
+        alone = standalone["tokens_per_s"]
+        cmd = [sys.executable, "-m", "creason.cli", "train", "--config", config, *set_args(run)]
+        at_peak: dict[str, int] = {}
+        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
+        if rc != 0:
+            print((Path(out) / "train.log").read_text()[-5000:])
+            raise SystemExit(f"training failed ({rc})")
+        records = [json.loads(x) for x in (Path(out) / "train" / "metrics.jsonl").read_text().splitlines()]
+    s = summarize(records)
+    return {"machine": machine_line(), "config": config, "overrides": overrides, "steps": steps,
+            "frozen_weights": frozen_weights, "standalone_generate_tokens_per_s": alone,
+            "standalone_steps": standalone["steps"], "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
+            "peak_pss_gib": peak / 2**30, "wall_s": wall, **s, "peak_pss_gib_by_process": gib_by_process(at_peak)}
 
 
 def main() -> None:
@@ -82,34 +114,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-
-    from creason.config import load_config
-    from creason.data.pipeline import build_question_set
-
-    with tempfile.TemporaryDirectory() as out:
-        overrides = [f"output_dir={out}", f"data.num_patients={args.patients}", f"train.steps={args.steps}",
-                     f"train.checkpoint_every={args.steps}", *(["train.lr=1e-30"] if args.frozen_weights else []), *args.overrides]
-        cfg = load_config(args.config, overrides)
-        import ray
-
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        build_question_set(cfg)
-        ray.shutdown()
-        standalone = standalone_generation(cfg, str(Path(out) / "questions"), args.steps)
-        alone = standalone["tokens_per_s"]
-        cmd = [sys.executable, "-m", "creason.cli", "train", "--config", args.config, *set_args(overrides)]
-        at_peak: dict[str, int] = {}
-        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
-        if rc != 0:
-            print((Path(out) / "train.log").read_text()[-5000:])
-            raise SystemExit(f"training failed ({rc})")
-        records = [json.loads(x) for x in (Path(out) / "train" / "metrics.jsonl").read_text().splitlines()]
-    s = summarize(records)
-    result = {"machine": machine_line(), "config": args.config, "overrides": args.overrides, "steps": args.steps,
-              "frozen_weights": args.frozen_weights, "standalone_generate_tokens_per_s": alone, "standalone_steps": standalone["steps"], "loop_vs_standalone": s["loop_generate_tokens_per_s"] / alone,
-              "peak_pss_gib": peak / 2**30, "wall_s": wall, **s,
-              "peak_pss_gib_by_process": gib_by_process(at_peak)}
-    p = s["phase_s"]
+    result = measure_loop(args.config, args.steps, args.patients, args.overrides, args.frozen_weights)
+    s, p, alone = result, result["phase_s"], result["standalone_generate_tokens_per_s"]
     print(f"\n{result['machine']}\n")
     print("| generate s | score s | reference s | train s | sync s | step s | sync share | loop gen tok/s | "
           "standalone gen tok/s | loop/standalone | train tok/s per worker | completions/s | peak GiB |\n|" + "---|" * 13)
@@ -117,11 +123,12 @@ def main() -> None:
           f"{s['step_s']:.1f} | {s['sync_share']:.1%} | {s['loop_generate_tokens_per_s']:.0f} | {alone:.0f} | "
           f"{result['loop_vs_standalone']:.2f} | {s['train_tokens_per_s']:.0f} | {s['completions_per_s']:.3f} | "
           f"{result['peak_pss_gib']:.2f} |")
-    for i, (loop, solo) in enumerate(zip(s["loop_steps"], standalone["steps"]), start=1):
+    for i, (loop, solo) in enumerate(zip(s["loop_steps"], result["standalone_steps"]), start=1):
         print(f"step {i}: loop {loop['tokens']} tokens in {loop['seconds']:.1f} s, standalone {solo['tokens']} tokens in {solo['seconds']:.1f} s")
     parts = s["sync_parts_s"]
     print(f"\nsync {p['sync']:.2f} s: gather {parts['gather']:.2f} s, slowest engine reload {parts['engine_load']:.2f} s, "
           f"transport {p['sync'] - parts['gather'] - parts['engine_load']:.2f} s")
+    print("peak by process (GiB):", result["peak_pss_gib_by_process"])
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
