@@ -24,6 +24,43 @@ from pathlib import Path
 from common import machine_line
 
 
+def synthetic_batch(groups: int, group: int, prompt_tokens: int, completion_tokens: int):
+    """`groups` groups of `group` completions after a shared prompt: random token ids from a fixed
+    seed, sampler log-probs -1, advantages alternating +-1."""
+    import torch
+
+    from creason.train.batch import collate
+
+    g = torch.Generator().manual_seed(0)
+    prompts, completions = [], []
+    for _ in range(groups):
+        prompt = torch.randint(100, 40000, (prompt_tokens,), generator=g).tolist()
+        prompts += [prompt] * group
+        completions += [torch.randint(100, 40000, (completion_tokens,), generator=g).tolist() for _ in range(group)]
+    return collate(prompts, completions, [[-1.0] * completion_tokens] * len(prompts),
+                   [(-1.0) ** i for i in range(len(prompts))], pad_id=0)
+
+
+BATCH_ARGUMENTS = ("groups", "group", "prompt_tokens", "completion_tokens", "threads")
+
+
+def parse_batch_arguments(parser: argparse.ArgumentParser, groups: int, completion_tokens: int) -> argparse.Namespace:
+    """The batch's size (`synthetic_batch`), threads, `--out` and the hidden `--child`, then parse."""
+    parser.add_argument("--groups", type=int, default=groups)
+    parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--prompt-tokens", type=int, default=450)
+    parser.add_argument("--completion-tokens", type=int, default=completion_tokens)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None)
+    return parser.parse_args()
+
+
+def forwarded_arguments(args: argparse.Namespace, *extra: str) -> list[str]:
+    """The parent's batch arguments (and `extra` ones) as a child's command line."""
+    return [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in (*extra, *BATCH_ARGUMENTS)]
+
+
 def child(args: argparse.Namespace) -> None:
     import time
 
@@ -31,19 +68,10 @@ def child(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM
 
     from creason.models.fetch import fetch_default_model
-    from creason.train.batch import collate
     from creason.train.step import TorchEngine, grpo_update
 
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(0)
-    prompts, completions = [], []
-    for _ in range(args.groups):
-        prompt = torch.randint(100, 40000, (args.prompt_tokens,), generator=g).tolist()
-        prompts += [prompt] * args.group
-        completions += [torch.randint(100, 40000, (args.completion_tokens,), generator=g).tolist()
-                        for _ in range(args.group)]
-    batch = collate(prompts, completions, [[-1.0] * args.completion_tokens] * len(prompts),
-                    [(-1.0) ** i for i in range(len(prompts))], pad_id=0)
+    batch = synthetic_batch(args.groups, args.group, args.prompt_tokens, args.completion_tokens)
     model = AutoModelForCausalLM.from_pretrained(str(fetch_default_model()), dtype=torch.float32)
     engine = TorchEngine(model, torch.optim.AdamW(model.parameters(), lr=1e-7))
     seconds = []
@@ -61,20 +89,12 @@ def main() -> int:
     parser.add_argument("--checkout", action="append", default=[], help="label=folder of a creason checkout (2 or more)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--groups", type=int, default=2)
-    parser.add_argument("--group", type=int, default=4)
-    parser.add_argument("--prompt-tokens", type=int, default=450)
-    parser.add_argument("--completion-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parse_batch_arguments(parser, groups=2, completion_tokens=64)
     if args.child:
         child(args)
         return 0
     checkouts = dict(item.split("=", 1) for item in args.checkout)
-    forwarded = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                 ("repeats", "groups", "group", "prompt_tokens", "completion_tokens", "threads")]
+    forwarded = forwarded_arguments(args, "repeats")
     seconds: dict[str, list[float]] = {label: [] for label in checkouts}
     for _ in range(args.rounds):
         for label, folder in checkouts.items():
