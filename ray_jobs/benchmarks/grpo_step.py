@@ -73,21 +73,28 @@ def summarize(records: list[dict]) -> dict:
             "reward_mean": [r["reward_mean"] for r in records]}
 
 
-def measure_loop(config: str, steps: int, patients: int, overrides: list[str], frozen_weights: bool = False) -> dict:
-    """The standalone actors, then `creason train` for `steps` steps in a monitored subprocess, on
-    a fresh question build of `patients` patients: the results file's fields."""
+def build_questions(config: str, overrides: list[str]):
+    """The config with `overrides`, its questions built into `<output_dir>/questions` on a
+    short-lived local Ray cluster; returns the config."""
+    import ray
+
     from creason.config import load_config
     from creason.data.pipeline import build_question_set
 
+    cfg = load_config(config, overrides)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    build_question_set(cfg)
+    ray.shutdown()
+    return cfg
+
+
+def measure_loop(config: str, steps: int, patients: int, overrides: list[str], frozen_weights: bool = False) -> dict:
+    """The standalone actors, then `creason train` for `steps` steps in a monitored subprocess, on
+    a fresh question build of `patients` patients: the results file's fields."""
     with tempfile.TemporaryDirectory() as out:
         run = [f"output_dir={out}", f"data.num_patients={patients}", f"train.steps={steps}",
                f"train.checkpoint_every={steps}", *(["train.lr=1e-30"] if frozen_weights else []), *overrides]
-        cfg = load_config(config, run)
-        import ray
-
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        build_question_set(cfg)
-        ray.shutdown()
+        cfg = build_questions(config, run)
         standalone = standalone_generation(cfg, str(Path(out) / "questions"), steps)
         alone = standalone["tokens_per_s"]
         cmd = [sys.executable, "-m", "creason.cli", "train", "--config", config, *set_args(run)]

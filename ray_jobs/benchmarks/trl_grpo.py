@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored
-from grpo_step import measure_loop
+from common import gib_by_process, machine_line, run_monitored, set_args
+from grpo_step import build_questions, measure_loop
 
 
 def trl_arguments(cfg, out_dir: str, steps: int, reward_weights: list[float]) -> dict:
@@ -89,21 +89,14 @@ def run_trl(config: str, overrides: list[str], questions_dir: str, steps: int, o
 
 
 def measure_trl(config: str, overrides: list[str], steps: int, patients: int) -> dict:
-    """A question build as `measure_loop`'s, then `run_trl` in a monitored subprocess."""
-    import ray
-
-    from creason.config import load_config
-    from creason.data.pipeline import build_question_set
-
+    """A question build as `measure_loop`'s (same patients and seed: the same questions), then
+    `run_trl` in a monitored subprocess."""
     with tempfile.TemporaryDirectory() as out:
         run = [f"output_dir={out}", f"data.num_patients={patients}", *overrides]
-        cfg = load_config(config, run)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        build_question_set(cfg)
-        ray.shutdown()
+        cfg = build_questions(config, run)
         result_path = str(Path(out) / "trl.json")
         cmd = [sys.executable, __file__, "--child", str(Path(out) / "questions"), result_path,
-               "--config", config, "--steps", str(steps), *[a for o in run for a in ("--set", o)]]
+               "--config", config, "--steps", str(steps), *set_args(run)]
         at_peak: dict[str, int] = {}
         rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "trl.log"), every_s=1.0, at_peak=at_peak)
         if rc != 0:

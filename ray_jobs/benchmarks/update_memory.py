@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from common import machine_line
-from update_ab import forwarded_arguments, parse_batch_arguments
+from update_ab import forwarded_arguments, parse_batch_arguments, synthetic_batch
 
 
 def rss_gib() -> dict[str, float]:
@@ -38,7 +38,6 @@ def child(args: argparse.Namespace) -> None:
     from creason.models.fetch import fetch_default_model
     from creason.train.engine import enable_gradient_checkpointing
     from creason.train.step import TorchEngine, grpo_update
-    from update_ab import synthetic_batch
 
     torch.set_num_threads(args.threads)
     stages = {"imports": rss_gib()}
