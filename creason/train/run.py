@@ -70,10 +70,17 @@ def worker_scaling(t: TrainConfig) -> dict:
             "torch_config": TorchConfig(backend="nccl" if t.gpus_per_worker > 0 else "gloo")}
 
 
+def worker_run_config(t: TrainConfig, **run_config):
+    """Ray Train's `RunConfig` (`run_config`'s fields) with the workers' environment, `train.worker_env`."""
+    from ray.train import RunConfig
+
+    return RunConfig(worker_runtime_env={"env_vars": dict(t.worker_env)}, **run_config)
+
+
 def train(cfg: CreasonConfig, resume: bool = False):
     """Run GRPO to `cfg.train.steps`; with `resume`, continue from the latest complete checkpoint."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig
     from ray.train.torch import TorchTrainer
 
     from creason.rollout.actor import wait_ready
@@ -94,9 +101,9 @@ def train(cfg: CreasonConfig, resume: bool = False):
             train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
                                "questions_dir": resolve_questions_dir(cfg), "actors": actors},
             **worker_scaling(t),
-            run_config=RunConfig(name="grpo", storage_path=str(storage),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                                 failure_config=FailureConfig(max_failures=t.max_failures)),
+            run_config=worker_run_config(t, name="grpo", storage_path=str(storage),
+                                         checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                                         failure_config=FailureConfig(max_failures=t.max_failures)),
         )
         return trainer.fit()
     finally:  # the actors' engines hold memory and CPUs that the next stage needs

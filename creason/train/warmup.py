@@ -211,7 +211,6 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     protocol; skipped when `needs_model_answers` says nothing of them is used), then NLL fine-tuning on them in the answer format (Ray Train + DeepSpeed with the
     `train.*` workers). Returns the summary (also in `<output_dir>/warmup/summary.json`); the model
     is in `<output_dir>/warmup/model`."""
-    from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
     from transformers import AutoTokenizer
 
@@ -220,7 +219,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     from creason.raycluster import connect
     from creason.rollout.engine import encode_chat
     from creason.paths import absolute_output_dir, checkpoint_root, resolve_model_path
-    from creason.train.run import resolve_questions_dir, worker_scaling
+    from creason.train.run import resolve_questions_dir, worker_run_config, worker_scaling
 
     connect(cfg.ray)
     cfg = cfg.model_copy(update={"output_dir": absolute_output_dir(cfg.output_dir)})  # workers run elsewhere
@@ -254,7 +253,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
         train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,
                            "examples": [e.__dict__ for e in examples], "model_out": str(out / "model")},
         **worker_scaling(t),
-        run_config=RunConfig(name="warmup", storage_path=str(checkpoint_root(out))),
+        run_config=worker_run_config(t, name="warmup", storage_path=str(checkpoint_root(out))),
     )
     trainer.fit()
     losses = json.loads((out / "losses.json").read_text())

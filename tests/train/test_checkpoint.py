@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from creason.train.checkpoint import is_complete, latest_checkpoint, load_checkpoint, mark_complete, save_checkpoint
 from creason.train.engine import build_deepspeed_engine, ensure_single_process_group, full_state_dict
 from creason.train.step import TorchEngine, grpo_update
+from tests.ranks import spawn_gloo_ranks
 from tests.train import load_tiny, random_batch
 
 KW = dict(mu=1, micro_batch_size=2, eps_low=0.2, eps_high=0.28, beta=0.0, agg="token-mean", kl_estimator="k3",
@@ -114,9 +115,8 @@ def test_loading_an_incomplete_checkpoint_fails(tmp_path):
         load_checkpoint(fake_checkpoint(tmp_path, "step_00000001", complete=False), None)
 
 
-def _two_rank_worker(rank, world, port, model_dir, out_dir):
+def _two_rank_worker(rank, world, model_dir, out_dir):
     """One of 2 gloo ranks: ZeRO-2 updates on uneven shards, a Ray-style per-rank save, an exact resume."""
-    import os
     import shutil
     from pathlib import Path
 
@@ -124,10 +124,6 @@ def _two_rank_worker(rank, world, port, model_dir, out_dir):
 
     from creason.train.batch import shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     out = Path(out_dir)
     lens = dict(prompt_lens=(3, 5, 4, 6, 2), response_lens=(4, 2, 5, 3, 1))  # B = 5: rank 1 gets a pad row
     first, second = (shard(random_batch(seed=s, **lens), rank, world) for s in (1, 2))
@@ -147,13 +143,10 @@ def _two_rank_worker(rank, world, port, model_dir, out_dir):
     resumed = full_state_dict(fresh)
     exact = all(torch.equal(w2[k], resumed[k]) for k in w2)
     torch.save({"exact": exact, "w2": w2["model.norm.weight"]}, out / f"result{rank}.pt")
-    dist.destroy_process_group()
 
 
 def test_two_ranks_zero2_uneven_shards_and_per_rank_folders(tiny_model_dir, tmp_path):
-    from creason.train.engine import free_port
-
-    torch.multiprocessing.spawn(_two_rank_worker, args=(2, free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2)
+    spawn_gloo_ranks(_two_rank_worker, 2, str(tiny_model_dir), str(tmp_path))
     results = [torch.load(tmp_path / f"result{r}.pt") for r in range(2)]
     assert all(r["exact"] for r in results)
     assert torch.equal(results[0]["w2"], results[1]["w2"])  # data-parallel ranks agree

@@ -16,11 +16,11 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from creason.train.batch import RolloutBatch, collate, shard
 from creason.train.policy import sequence_logprobs
 from creason.train.step import TorchEngine, grpo_update
+from tests.ranks import spawn_gloo_ranks
 
 COMMON = dict(micro_batch_size=2, eps_low=0.2, eps_high=0.28, kl_estimator="k3", temperature=1.0)
 ALL_ON = dict(mu=2, beta=0.05, clip_ratio_c=3.0, tis_cap=1.5, loss_norm_tokens=8)
@@ -84,20 +84,13 @@ def gradients(rank: int, world: int, batch: RolloutBatch, state: dict) -> dict[s
     return out
 
 
-def _rank_main(rank: int, world: int, rendezvous: str, batch: RolloutBatch, state: dict, results: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
-    try:
-        grads = gradients(rank, world, batch, state)
-        torch.save(grads, f"{results}.rank{rank}")
-    finally:
-        dist.destroy_process_group()
+def _save_gradients(rank: int, world: int, batch: RolloutBatch, state: dict, results: str) -> None:
+    torch.save(gradients(rank, world, batch, state), f"{results}.rank{rank}")
 
 
 def run_ranks(world: int, batch: RolloutBatch, state: dict, tmp_path) -> list[dict]:
     results = str(tmp_path / f"grads_w{world}")
-    mp.spawn(_rank_main, args=(world, f"file://{tmp_path}/rendezvous_w{world}", batch, state, results),
-             nprocs=world, join=True)
+    spawn_gloo_ranks(_save_gradients, world, batch, state, results)
     return [torch.load(f"{results}.rank{r}") for r in range(world)]
 
 

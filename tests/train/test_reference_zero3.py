@@ -3,14 +3,11 @@ partitioned (0 elements on each rank), so the refresh must gather them before mi
 take part in gathering the full weights; only rank 0 keeps a copy."""
 
 import copy
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from creason.train.engine import free_port
+from tests.ranks import spawn_gloo_ranks
 
 ALPHA = 0.9
 
@@ -26,19 +23,10 @@ def tiny_llama():
     return LlamaForCausalLM(config)
 
 
-def join_gloo_group(rank: int, world: int, port: int) -> None:
-    """This spawned process as rank `rank` of a gloo group of `world` on a local port, 1 thread."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-
-
-def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
+def _refresh_after_a_zero3_step(rank: int, world: int) -> None:
     from creason.algo import mix_reference
     from creason.train.engine import build_deepspeed_engine, full_state_dict, mix_policy_into_reference
 
-    join_gloo_group(rank, world, port)
     model = tiny_llama()
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     before = {k: v.clone() for k, v in reference.state_dict().items()}
@@ -60,21 +48,19 @@ def _refresh_after_a_zero3_step(rank: int, world: int, port: int) -> None:
     after = reference.state_dict()
     for k in before:
         torch.testing.assert_close(after[k], before[k].lerp(policy[k], ALPHA), msg=k)  # tied ones mixed once
-    dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_reference_refresh_under_zero3_on_two_workers():
-    mp.spawn(_refresh_after_a_zero3_step, args=(2, free_port()), nprocs=2, join=True)
+    spawn_gloo_ranks(_refresh_after_a_zero3_step, 2)
 
 
-def _sharded_reference(rank: int, world: int, port: int) -> None:
+def _sharded_reference(rank: int, world: int) -> None:
     from creason.train.batch import collate
     from creason.train.engine import (build_deepspeed_engine, build_reference, full_state_dict, load_reference,
                                       mix_policy_into_reference, reference_state)
     from creason.train.step import compute_ref_logprobs
 
-    join_gloo_group(rank, world, port)
     model = tiny_llama()
     whole = copy.deepcopy(model).eval().requires_grad_(False)
     before = {k: v.clone() for k, v in whole.state_dict().items()}
@@ -104,9 +90,8 @@ def _sharded_reference(rank: int, world: int, port: int) -> None:
     restored = reference_state(reference, keep=True)
     for k in before:
         torch.testing.assert_close(restored[k], before[k], msg=k)
-    dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_reference_sharded_like_the_policy_under_zero3():
-    mp.spawn(_sharded_reference, args=(2, free_port()), nprocs=2, join=True)
+    spawn_gloo_ranks(_sharded_reference, 2)
