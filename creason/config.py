@@ -57,9 +57,6 @@ class SplitConfig(_Section):
         return self
 
 
-# glibc's thresholds at 1 MiB: a freed activation goes back to the system, not to the heap's free lists.
-RETURN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1048576"}
-
 DEFAULT_SYSTEM_PROMPT = (
     "You are a clinician reasoning about a patient from a sepsis registry. "
     "Read the record, think step by step about what the findings imply, "
@@ -276,11 +273,11 @@ class TrainConfig(_Section):
     )
     threads_per_worker: int = Field(1, ge=1, description="torch threads per worker (real cores, not logical CPUs).")
     worker_env: dict[str, str] = Field(
-        default_factory=lambda: dict(RETURN_FREED_MEMORY),
-        description="Environment variables of the training workers (Ray Train's `worker_runtime_env`), GRPO and "
-        "warm-up alike. The default has glibc hand freed blocks over 1 MiB back to the system at once "
-        "(`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`): otherwise a CPU worker keeps ~2 GiB of freed "
-        "activations between updates (docs/benchmarks.md). `{}`: none.",
+        default_factory=dict,
+        description="Environment variables of the training workers (Ray Train's `worker_runtime_env`, merged with "
+        "the job's), GRPO and warm-up alike. On CPU, `{MALLOC_MMAP_THRESHOLD_: '1048576', MALLOC_TRIM_THRESHOLD_: "
+        "'1048576'}` has glibc hand freed activations back to the system: the quickstart's worker peaked ~0.75 GiB "
+        "lower (6.08 against 6.81-6.91 GiB) and its training phase took 16% longer (docs/benchmarks.md).",
     )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
     lr: float = Field(1e-6, gt=0, description="Peak learning rate (study: 1e-6).")

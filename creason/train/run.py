@@ -71,10 +71,11 @@ def worker_scaling(t: TrainConfig) -> dict:
 
 
 def worker_run_config(t: TrainConfig, **run_config):
-    """Ray Train's `RunConfig` (`run_config`'s fields) with the workers' environment, `train.worker_env`."""
+    """Ray Train's `RunConfig` (`run_config`'s fields) with the workers' environment, `train.worker_env`
+    (none by default: the job's environment alone)."""
     from ray.train import RunConfig
 
-    return RunConfig(worker_runtime_env={"env_vars": dict(t.worker_env)}, **run_config)
+    return RunConfig(worker_runtime_env={"env_vars": dict(t.worker_env)} if t.worker_env else {}, **run_config)
 
 
 def train(cfg: CreasonConfig, resume: bool = False):
