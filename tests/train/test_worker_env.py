@@ -30,4 +30,3 @@ def test_the_workers_run_with_train_worker_env(ray_local, tmp_path):
     assert {k: seen[k] for k in allocator} == allocator
     assert seen["CREASON_PROBE"] == "7"
     assert seen["PYTHONPATH"] != "unset"  # merged with the job's environment, not in place of it
-
