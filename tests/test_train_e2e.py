@@ -147,3 +147,29 @@ def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, t
     moved = (trained - base).abs().mean().item()
     assert moved > 1e-3
     assert step2["weight_version"] == 1 and step2["mismatch"] < moved / 10, (step2["mismatch"], moved)
+
+
+def test_rollouts_run_the_trainable_weights_synced_alone(ray_local, tiny_model_dir, tmp_path):
+    """`train.trainable_layers=1`: a sync after the first sends the top block and the final norm
+    alone. vLLM then samples step 2 with step 1's weights all the same: mismatch at float noise,
+    far below the change that training made to the top block, the only one that moved."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = _config(tmp_path, tiny_model_dir, steps=2,
+                  extra=("train.trainable_layers=1", "train.lr=1e-2", "algorithm.beta=0", "train.eval_every=0",
+                         "train.num_workers=1"))
+    build_question_set(cfg)
+    result = train(cfg)
+    step1, step2 = _records(tmp_path)
+    policy = latest_checkpoint(result.checkpoint.path) / "policy"
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = load_file(str(policy / "model.safetensors"))
+    top = max(int(k.split(".")[2]) for k in before if k.startswith("model.layers."))
+    moved = sorted({k.split(".")[2] for k in before if k.startswith("model.layers.") and not torch.equal(before[k], after[k])})
+    assert moved == [str(top)]
+    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
+        trained = AutoModelForCausalLM.from_pretrained(policy)(input_ids=tokens).logits.log_softmax(-1)
+    change = (trained - base).abs().mean().item()
+    assert step2["weight_version"] == 1 and step2["mismatch"] < change / 10, (step2["mismatch"], change)

@@ -152,14 +152,17 @@ class VllmEngine:
         """Copy new weights (Hugging Face names, any float dtype) into the model in place; returns
         seconds. The prefix cache is cleared after: its KV blocks were computed by the old weights.
         The tensors are read once, one at a time (vLLM iterates them as it loads), so a streaming
-        source (the bucketed broadcast) holds one bucket at a time, not the whole model."""
+        source (the bucketed broadcast) holds one bucket at a time, not the whole model. Some of
+        the weights (a sync of the trainable ones) replace those alone: vLLM puts every layer that
+        got none back as it was (and would warn once per such layer each time: `_quiet_partial_reload`)."""
         start = time.perf_counter()
         if self.lora is not None:  # the policy's LoRA adapters (`sync: adapter`): small, read at once
             named_tensors = list(named_tensors)
             if is_adapter_tensors([name for name, _ in named_tensors]):
                 self._load_adapter(dict(named_tensors))
                 return time.perf_counter() - start
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+        with _quiet_partial_reload():
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.apply_model(_repack_cpu_lm_head)
         self.llm.reset_prefix_cache()
         return time.perf_counter() - start
@@ -178,6 +181,30 @@ class VllmEngine:
         self.lora_request = LoRARequest("policy", 1, self._adapter_dir, load_inplace=True)
         self.llm.llm_engine.add_lora(self.lora_request)
         self.llm.reset_prefix_cache()
+
+
+#: What vLLM's in-place reload logs for a layer, or a weight, that a load did not include.
+PARTIAL_RELOAD_MESSAGES = ("Failed to load weights", "were not loaded from checkpoint")
+
+
+@contextmanager
+def _quiet_partial_reload():
+    """Drop vLLM's warnings about layers and weights a reload did not include while it runs: a
+    sync of the trainable weights leaves out every frozen layer on purpose (~130 lines a step for
+    SmolLM2), and a full one the tied output head (loaded once, as the embedding)."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not any(m in record.getMessage() for m in PARTIAL_RELOAD_MESSAGES)
+
+    loggers = [logging.getLogger(f"vllm.model_executor.model_loader.reload.{m}") for m in ("layerwise", "inplace")]
+    for lg in loggers:
+        lg.addFilter(keep)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(keep)
 
 
 @contextmanager

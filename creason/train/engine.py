@@ -161,9 +161,10 @@ def zero_stage_of(engine) -> int:
 
 
 @torch.no_grad()
-def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
+def full_state_dict(engine, keep: bool = True, trainable_only: bool = False) -> dict[str, Tensor]:
     """The full model state dict, on CPU (copies), keyed by Hugging Face names; {} where `keep` is
     False (the ranks that do not send or write the weights: only they skip the CPU copy).
+    `trainable_only`: the parameters that train alone (`requires_grad`: every rank agrees on them).
 
     ZeRO stage <= 2 keeps every parameter whole on every rank: the module's state dict is complete,
     and a rank that does not keep it does nothing. Stage 3 partitions parameters: each is gathered
@@ -181,6 +182,8 @@ def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
     copies: dict[int, Tensor] = {}
     out = {}
     for name, tensor in engine.module.state_dict(keep_vars=True).items():
+        if trainable_only and not tensor.requires_grad:
+            continue
         key = id(tensor)
         if key not in copies:
             if gather and hasattr(tensor, "ds_id"):
@@ -191,15 +194,16 @@ def full_state_dict(engine, keep: bool = True) -> dict[str, Tensor]:
     return out if keep else {}
 
 
-def rollout_weights(engine, keep: bool, lora_sync: str | None = None) -> dict[str, Tensor]:
+def rollout_weights(engine, keep: bool, lora_sync: str | None = None, trainable_only: bool = False) -> dict[str, Tensor]:
     """What a weight sync sends the rollout engines ({} where `keep` is False): the adapters alone
     with LoRA synced as adapters (`lora_sync` "adapter", `LoraSettings.resolved_sync`), else the
-    full weights (`full_state_dict`: merged ones with LoRA synced merged)."""
+    full weights (`full_state_dict`: merged ones with LoRA synced merged), or with `trainable_only`
+    the weights that train alone (the rest never changes: `train.trainable_layers`)."""
     if lora_sync == "adapter":
         from creason.models.lora import adapter_weights
 
         return adapter_weights(engine.module) if keep else {}
-    return full_state_dict(engine, keep=keep)
+    return full_state_dict(engine, keep=keep, trainable_only=trainable_only)
 
 
 def _gathered_copy(param: Tensor, keep: bool = True) -> Tensor | None:

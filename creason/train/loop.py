@@ -104,6 +104,7 @@ class GrpoTrainer:
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
+        self.pushed_once = False
         folder = local_dir(cfg.output_dir) / "train"
         if self.rank == 0:  # resume appends to the run's metrics, wherever this worker runs
             pull_run(cfg.output_dir, under="train")
@@ -181,11 +182,14 @@ class GrpoTrainer:
         return {**mean_across_ranks(metrics, self.engine.device), "skipped_update": 0.0}
 
     def push_weights(self, version: int, timings: dict | None = None) -> None:
-        """All ranks take part in gathering (ZeRO-3); rank 0 alone copies the weights and sends them."""
+        """All ranks take part in gathering (ZeRO-3); rank 0 alone copies the weights and sends them:
+        all of them the first time, then the trainable ones alone (`rollout.sync_frozen_weights`)."""
         t0 = time.perf_counter()
-        state = rollout_weights(self.engine, keep=self.rank == 0, lora_sync=lora_sync(self.cfg))
+        complete = not self.pushed_once or self.cfg.rollout.sync_frozen_weights
+        state = rollout_weights(self.engine, keep=self.rank == 0, lora_sync=lora_sync(self.cfg), trainable_only=not complete)
         gathered = time.perf_counter()
-        pushed = self.sync.push(list(state.items()), version) if self.rank == 0 else {}
+        pushed = self.sync.push(list(state.items()), version, complete=complete) if self.rank == 0 else {}
+        self.pushed_once = True
         if timings is not None:
             timings["sync"] = time.perf_counter() - t0  # gather + put + every actor's reload
             timings["sync_gather"] = gathered - t0

@@ -41,6 +41,14 @@ def weights(model_dir) -> list:
     return list(load_file(str(model_dir / "model.safetensors")).items())
 
 
+def top_block(model_dir) -> list:
+    """What a sync of the trainable weights sends (`train.trainable_layers` = 1): the top block and
+    the final norm."""
+    named = weights(model_dir)
+    top = max(int(name.split(".")[2]) for name, _ in named if name.startswith("model.layers."))
+    return [(n, t) for n, t in named if n.startswith(f"model.layers.{top}.") or n == "model.norm.weight"]
+
+
 def test_contiguous_chunks():
     assert _contiguous_chunks(5, 2) == [(0, 3), (3, 5)]
     assert _contiguous_chunks(2, 3) == [(0, 1), (1, 2), (2, 2)]
@@ -114,6 +122,29 @@ def test_broadcast_sync_equals_the_object_store_and_survives_a_restart(ray_local
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("transport", ["object_store", "broadcast"])
+def test_a_restarted_actor_gets_the_complete_push_then_the_partial_one(ray_local, tiny_pair, transport):
+    """After a complete push (the other model) and a partial one (the first model's top block), an
+    actor that Ray restarted is caught up with both, in order: it samples what the actor that never
+    restarted samples. The partial push alone, on the base weights it came back with, would not."""
+    actors = create_rollout_actors(2, str(tiny_pair[0]), "hf", num_cpus_per_actor=0.25, max_restarts=1)
+    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=6, seed=3)
+    try:
+        sync = make_weight_sync(transport, actors)
+        sync.push(weights(tiny_pair[1]), version=1)
+        sync.push(top_block(tiny_pair[0]), version=2, complete=False)
+        expected, _ = generate_on_actors(actors, PROMPTS, spec, version=2)
+        ray.kill(actors[1], no_restart=False)
+        wait_until_restarted(actors[1])
+        got, stats = generate_on_actors(actors, PROMPTS, spec, version=2, recover=sync.catch_up)
+        assert stats["actor_restarts"] == 1 and _tokens(got) == _tokens(expected)
+        assert _logprobs(got) == pytest.approx(_logprobs(expected), abs=1e-5)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+@pytest.mark.ray
 def test_seeded_sampling_repeats(vllm_actor):
     """A redone step resamples what the lost attempt sampled: same weights, prompts and seed."""
     spec = SamplingSpec(n=2, temperature=1.0, max_tokens=12, seed=7)
@@ -134,6 +165,10 @@ def wait_until_restarted(actor, timeout: float = 120) -> None:
 
 def _tokens(completions) -> list:
     return [[c.token_ids for c in group] for group in completions]
+
+
+def _logprobs(completions) -> list[float]:
+    return [x for group in completions for c in group for x in c.logprobs]
 
 
 @pytest.mark.ray

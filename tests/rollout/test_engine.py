@@ -4,6 +4,7 @@ trainer/rollout mismatch metric). One engine start for the module."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -37,9 +38,13 @@ def engine(tiny_pair):
     torch.set_num_threads(threads)
 
 
-def hf_logprobs(model_dir, prompt_ids: list[int], token_ids: list[int], temperature: float = 1.0) -> torch.Tensor:
-    """log p(token_ids[t] | prompt, token_ids[:t]) from one teacher-forced Hugging Face forward pass."""
+def hf_logprobs(model_dir, prompt_ids: list[int], token_ids: list[int], temperature: float = 1.0,
+                replaced: dict | None = None) -> torch.Tensor:
+    """log p(token_ids[t] | prompt, token_ids[:t]) from one teacher-forced Hugging Face forward pass
+    (of the model in `model_dir` with the weights `replaced` put in)."""
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    if replaced:
+        model.load_state_dict(replaced, strict=False)
     ids = torch.tensor([prompt_ids + token_ids])
     with torch.no_grad():
         logits = model(ids).logits[0, len(prompt_ids) - 1 : -1] / temperature  # (T, V)
@@ -93,6 +98,31 @@ def test_load_weights_changes_and_restores(engine, tiny_pair):
     after = engine.generate_greedy(PROMPTS, max_tokens=16)
     assert [c.token_ids for c in after] == [c.token_ids for c in before]
     assert [c.logprobs for c in after] == [c.logprobs for c in before]
+
+
+def test_loading_some_weights_replaces_those_alone_and_quietly(engine, tiny_pair):
+    """A sync of the trainable weights: the top block and the final norm of the other model. The
+    engine then samples from the first model with those replaced, no more and no less, and vLLM's
+    per-layer warnings about the layers left out are not logged."""
+    original, other = (load_file(str(d / "model.safetensors")) for d in tiny_pair)
+    top = max(int(name.split(".")[2]) for name in other if name.startswith("model.layers."))
+    sent = {k: v for k, v in other.items() if k.startswith(f"model.layers.{top}.") or k == "model.norm.weight"}
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    layerwise = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    layerwise.addHandler(handler)
+    try:
+        engine.load_weights(iter(sent.items()))
+        c = engine.generate_greedy(PROMPTS[:1], max_tokens=16)[0]
+        mixed = hf_logprobs(tiny_pair[0], c.prompt_token_ids, c.token_ids, replaced=sent)
+        assert (torch.tensor(c.logprobs) - mixed).abs().mean() < 1e-3
+        unchanged = hf_logprobs(tiny_pair[0], c.prompt_token_ids, c.token_ids)
+        assert (torch.tensor(c.logprobs) - unchanged).abs().mean() > 1e-2
+        assert not [r for r in seen if "Failed to load weights" in r.getMessage()]
+    finally:
+        layerwise.removeHandler(handler)
+        engine.load_weights(iter(original.items()))
 
 
 def test_hf_engine_logprobs_and_cut(tiny_pair):

@@ -14,6 +14,7 @@ import torch
 import creason.rollout.sync as sync
 from creason.rollout.sync import TRANSPORTS, make_receiver, make_weight_sync
 from creason.rollout.sync import broadcast
+from creason.rollout.sync.base import PushLog
 from creason.rollout.sync.broadcast import BroadcastReceiver, plan_buckets
 from creason.rollout.sync.object_store import ObjectStoreReceiver, from_shared_arrays, to_shared_arrays
 
@@ -39,6 +40,20 @@ def test_shared_arrays_round_trip_keeps_values_and_dtypes():
     for (_, s), (_, b) in zip(sent, back):
         assert b.dtype == s.dtype and torch.equal(b, s)
     assert all(torch.equal(b, c) for (_, b), (_, c) in zip(back, from_shared_arrays(arrays)))
+
+
+def test_push_log_keeps_what_rebuilds_the_latest_weights():
+    """A restarted actor replays the last complete push, then the latest partial one on top."""
+    log = PushLog()
+    with pytest.raises(RuntimeError, match="before the first push"):
+        log.replay()
+    log.record("all v0", complete=True)
+    assert log.replay() == ["all v0"]
+    log.record("top v1", complete=False)
+    log.record("top v2", complete=False)  # replaces v1: it holds every weight v1 changed, newer
+    assert log.replay() == ["all v0", "top v2"]
+    log.record("all v3", complete=True)
+    assert log.replay() == ["all v3"]
 
 
 def test_transports_import_only_base():

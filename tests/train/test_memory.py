@@ -6,7 +6,8 @@ import torch
 
 from creason.config import TrainConfig
 from creason.train.engine import (build_deepspeed_engine, enable_gradient_checkpointing, ensure_single_process_group,
-                                  full_state_dict)
+                                  full_state_dict, rollout_weights)
+from creason.train.freeze import train_top_blocks
 
 
 def tiny_llama(attention_dropout: float = 0.0):
@@ -57,3 +58,19 @@ def test_full_state_dict_is_copied_only_where_kept(zero_stage):
     assert full_state_dict(engine, keep=False) == {}
     kept = full_state_dict(engine)
     assert kept["model.norm.weight"].shape == (64,) and kept["lm_head.weight"] is kept["model.embed_tokens.weight"]
+
+
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_rollout_weights_can_be_the_trainable_ones_alone(zero_stage):
+    """A sync after the first sends what trains: the top block and the final norm, not the frozen
+    block below nor the tied embedding; values equal the full state dict's."""
+    ensure_single_process_group()
+    model = tiny_llama()
+    train_top_blocks(model, 1)
+    engine, _ = build_deepspeed_engine(model, lr=1e-3, total_steps=2, zero_stage=zero_stage)
+    full = full_state_dict(engine)
+    sent = rollout_weights(engine, keep=True, trainable_only=True)
+    assert sent and all(k.startswith("model.layers.1.") or k == "model.norm.weight" for k in sent)
+    assert "model.layers.1.mlp.down_proj.weight" in sent and "model.norm.weight" in sent
+    assert all(torch.equal(t, full[k]) for k, t in sent.items())
+    assert rollout_weights(engine, keep=False, trainable_only=True) == {}

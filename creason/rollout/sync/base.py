@@ -17,15 +17,35 @@ class WeightSync(Protocol):
 
     name: str  # the registry's key, and what the actor is told the payload came by
 
-    def push(self, named_tensors: NamedTensors, version: int) -> dict:
+    def push(self, named_tensors: NamedTensors, version: int, complete: bool = True) -> dict:
         """Load `named_tensors` (Hugging Face names) into every actor and stamp them `version`;
-        returns when all have loaded, with {"seconds", "bytes", "load_seconds_max", "version", ...}."""
+        returns when all have loaded, with {"seconds", "bytes", "load_seconds_max", "version", ...}.
+        `complete`: the whole model; else only some of its weights (those that train), the others
+        kept as the last complete push left them."""
         ...
 
     def catch_up(self, actor: Any) -> float:
-        """Load the latest pushed weights into one actor that Ray restarted (it came back with the
-        base weights); waits for it to be up. Returns seconds."""
+        """Load the latest weights into one actor that Ray restarted (it came back with the base
+        weights): the last complete push, then the latest one (`PushLog`); waits for it to be up.
+        Returns seconds."""
         ...
+
+
+class PushLog:
+    """The pushes that rebuild the latest weights from the base model's, in order: the last
+    complete push, then the latest push where that one was partial (its weights are the only ones
+    that changed since). A transport keeps one to catch a restarted actor up."""
+
+    def __init__(self) -> None:
+        self.pushes: list[Any] = []
+
+    def record(self, push: Any, complete: bool) -> None:
+        self.pushes = [push] if complete or not self.pushes else [self.pushes[0], push]
+
+    def replay(self) -> list[Any]:
+        if not self.pushes:
+            raise RuntimeError("catch_up before the first push: nothing to send")
+        return list(self.pushes)
 
 
 class WeightReceiver(Protocol):

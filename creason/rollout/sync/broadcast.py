@@ -28,7 +28,7 @@ import ray
 import torch
 from torch import Tensor
 
-from creason.rollout.sync.base import NamedTensors, retry_while_restarting
+from creason.rollout.sync.base import NamedTensors, PushLog, retry_while_restarting
 
 Layout = list[tuple[str, list[int], str]]  # one bucket's (name, shape, dtype name), in packing order
 BUCKET_BYTES = 256 * 2**20  # a bucket's most bytes: a receiver's largest buffer, unless one tensor is larger
@@ -178,7 +178,7 @@ class BroadcastSync:
     def __init__(self, actors: list[Any], backend: str | None = None, bucket_bytes: int = BUCKET_BYTES):
         self.actors, self.backend, self.bucket_bytes = actors, backend or default_backend(), bucket_bytes
         self.device = "cuda" if self.backend == "nccl" else "cpu"
-        self._latest: tuple[list[Layout], list[Tensor], int] | None = None
+        self._pushes = PushLog()  # of (layouts, buckets, version)
         self._join()
 
     def _join(self) -> None:
@@ -191,10 +191,10 @@ class BroadcastSync:
         self.group = process_group(host, port, 0, world, self.backend)
         ray.get(joined)
 
-    def push(self, named_tensors: NamedTensors, version: int) -> dict:
+    def push(self, named_tensors: NamedTensors, version: int, complete: bool = True) -> dict:
         start = time.perf_counter()
         layouts, buckets = pack(named_tensors, self.bucket_bytes)
-        self._latest = (layouts, buckets, version)
+        self._pushes.record((layouts, buckets, version), complete)
         load_seconds = self._broadcast(layouts, buckets, version)
         return {"seconds": time.perf_counter() - start, "bytes": sum(t.numel() * t.element_size() for _, t in named_tensors),
                 "load_seconds_max": max(load_seconds, default=0.0), "version": version}
@@ -205,14 +205,13 @@ class BroadcastSync:
         return ray.get(loads)
 
     def catch_up(self, actor: Any) -> float:
-        """A restarted actor is not in the group: rebuild it and send the latest weights to all."""
-        if self._latest is None:
-            raise RuntimeError("catch_up before the first push: nothing to send")
-        layouts, buckets, version = self._latest
+        """A restarted actor is not in the group: rebuild it and send the latest weights to all
+        (the pushes that rebuild them: `PushLog`)."""
+        pushes = self._pushes.replay()
 
         def rejoin_and_send() -> float:
             self._join()
-            return max(self._broadcast(layouts, buckets, version))
+            return sum(max(self._broadcast(*push)) for push in pushes)
 
         return retry_while_restarting(rejoin_and_send)
 

@@ -15,7 +15,7 @@ import ray
 import torch
 from ray.exceptions import RayActorError
 
-from creason.rollout.sync.base import NamedTensors, retry_while_restarting
+from creason.rollout.sync.base import NamedTensors, PushLog, retry_while_restarting
 
 SharedArrays = list[tuple[str, np.ndarray, str]]  # (name, array, torch dtype name)
 
@@ -51,21 +51,21 @@ class ObjectStoreReceiver:
 
 
 class ObjectStoreSync:
-    """The trainer's end (`WeightSync`). The latest push stays referenced, so a restarted actor
-    catches up without a new gather."""
+    """The trainer's end (`WeightSync`). The pushes that rebuild the latest weights stay
+    referenced (`PushLog`), so a restarted actor catches up without a new gather."""
 
     name = "object_store"
     receiver = ObjectStoreReceiver
 
     def __init__(self, actors: list[Any], max_attempts: int = 3) -> None:
         self.actors, self.max_attempts = actors, max_attempts
-        self._latest: tuple[Any, int] | None = None
+        self._pushes = PushLog()
 
-    def push(self, named_tensors: NamedTensors, version: int) -> dict:
+    def push(self, named_tensors: NamedTensors, version: int, complete: bool = True) -> dict:
         start = time.perf_counter()
         arrays = to_shared_arrays(named_tensors)
         ref = ray.put(arrays)
-        self._latest = (ref, version)
+        self._pushes.record((ref, version), complete)
         put_seconds = time.perf_counter() - start
         load_seconds = self._load_all(ref, version)
         return {
@@ -88,7 +88,7 @@ class ObjectStoreSync:
         return seconds
 
     def catch_up(self, actor: Any) -> float:
-        if self._latest is None:
-            raise RuntimeError("catch_up before the first push: nothing to send")
-        ref, version = self._latest
-        return retry_while_restarting(lambda: ray.get(actor.receive_weights.remote(self.name, ref, version)))
+        def load(ref: Any, version: int) -> float:
+            return retry_while_restarting(lambda: ray.get(actor.receive_weights.remote(self.name, ref, version)))
+
+        return sum(load(ref, version) for ref, version in self._pushes.replay())
