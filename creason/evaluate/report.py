@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from creason.contracts import Question
+from creason.evaluate.concentration import constant_groups
 from creason.evaluate.scoring import CHANCE, DRAW, System
 
 BREAKDOWN_TITLES = {"question_kind": "By question kind", "section": "By record section",
@@ -54,7 +55,7 @@ def render_report(results: dict, questions: list[Question], systems: list[System
     meta, conf = results["meta"], results["bootstrap"]["confidence"]
     parts = [_header(results, meta, conf), _overall(results, plots, conf), _comparisons(results, conf)]
     parts += [_breakdown(results, name, plots, conf) for name in BREAKDOWN_TITLES]
-    parts += [_format_table(results)]
+    parts += [_concentration(results), _format_table(results)]
     if "training" in plots:
         parts.append(f"## Training curve\n\nPer training step: mean reward, training accuracy and the KL "
                      f"divergence to the reference model.\n\n![training curve]({plots['training']})\n")
@@ -141,6 +142,35 @@ def _breakdown(results: dict, name: str, plots: dict, conf: float) -> str:
             "questions have wide intervals: compare them with care.\n\n") if name == "question_kind" else ""
     figure = f"\n![accuracy by section]({plots['section']})\n" if name == "section" and "section" in plots else ""
     return head + "\n".join(lines) + "\n" + figure
+
+
+#: A model that gives one answer to at least this share of a group of questions is flagged.
+CONSTANT_SHARE = 0.9
+
+
+def _concentration(results: dict) -> str:
+    """Does each system answer from the record, or the same whatever it says? (`concentration`)."""
+    truth = results.get("truth_concentration")
+    rows = [("Right answers", truth)] + [(s["name"], s["concentration"]) for s in results["systems"] if "concentration" in s]
+    if truth is None or len(rows) == 1:
+        return ""
+    sizes = list(truth["letter_by_options"])
+    lines = ["## Does it read the record?", "",
+             "Share of questions given the most common letter (per number of options) and the most common answer "
+             "text of their variable. Options are shuffled, so the right answers spread over the letters; a system "
+             "that answers the same whatever the record says comes near 100%, and its accuracy is then how often "
+             "that one answer happens to be right.", "",
+             "| | " + " | ".join(f"one letter, {k} options" for k in sizes) + " | one answer per variable |",
+             "|---|" + "---|" * (len(sizes) + 1)]
+    for name, c in rows:
+        cells = [pct(c["letter_by_options"].get(k, float("nan"))) for k in sizes]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {pct(c['text'])} |")
+    models = [s for s in results["systems"] if s["kind"] == "model" and "concentration" in s]
+    notes = [f"- **{s['name']} answers the same whatever the record says** ({', '.join(groups)}: one answer to at "
+             f"least {CONSTANT_SHARE:.0%} of the questions, where the right answers vary): its accuracy there is how "
+             "often that answer happens to be right." for s in models
+             if (groups := constant_groups(s["concentration"], truth, CONSTANT_SHARE))]
+    return "\n".join(lines + [""] + notes + [""])
 
 
 def _format_table(results: dict) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 
 from creason.contracts import Question
 from creason.data.questions import record_values
+from creason.evaluate.concentration import answer_concentration, truth_concentration
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
 from creason.evaluate.protocol import ModelAnswer
 from creason.evaluate.record_regression import RecordRegression
@@ -123,6 +124,8 @@ def score_system(questions: list[Question], system: System, boot: dict) -> dict:
            "overall": summary(system.correct, **boot), "breakdowns": {}}
     for name, key in BREAKDOWNS.items():
         out["breakdowns"][name] = {g: summary(system.correct[idx], **boot) for g, idx in groups(questions, key).items()}
+    if system.letters is not None:
+        out["concentration"] = answer_concentration(questions, system.letters)
     if system.answers is not None:
         out.update(model_diagnostics(questions, system.answers, boot), run=system.run)
     return out
@@ -152,5 +155,6 @@ def score_systems(questions: list[Question], systems: list[System], n_samples: i
                             for name, key in BREAKDOWNS.items()},
         "bootstrap": boot,
         "systems": [score_system(questions, s, boot) for s in systems],
+        "truth_concentration": truth_concentration(questions),
         "comparisons": [compare(a, b, boot) for a, b in comparison_pairs(systems)],
     }

@@ -120,8 +120,11 @@ def test_evaluate_with_the_fake_writes_report_plots_and_results(planted, tmp_pat
     assert [s["name"] for s in saved["systems"]][-2:] == ["always-a", "step_00000007"]
     assert saved["systems"][-1]["overall"]["accuracy"] == pytest.approx(0.4)
     assert saved["comparisons"][0]["a"] == "always-a" and saved["comparisons"][0]["p_value"] == 1.0
+    assert saved["systems"][-1]["concentration"]["letter"] == 1.0  # always "A"
+    assert saved["truth_concentration"]["letter"] < 1.0
     report = (folder / "report.md").read_text()
     for text in ("## Overall accuracy", "95% interval", "McNemar", "By record section", "![accuracy by section]",
+                 "## Does it read the record?", "| always-a | 100.0% |",
                  "![training curve]", "## Example questions", "Correct answer"):
         assert text in report, text
     records = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
