@@ -1,6 +1,7 @@
 """The benchmarks' pure parts: learning.py reads a - b with its sign and interval whichever order
 the results hold the pair in, and the learning curve from metrics.jsonl; lora_learning.py reads
-each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does."""
+each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does;
+concentration.py re-scores an evaluation's answers."""
 
 import importlib.util
 import json
@@ -130,3 +131,25 @@ def test_trl_baseline_does_one_creason_step_of_work_per_optimizer_step():
     assert args["use_cpu"] and not args["bf16"] and args["reward_weights"] == [1.0, 0.5]
     with pytest.raises(SystemExit, match="12 completions a step do not make micro-batches of 5"):
         trl.trl_arguments(load_config("quickstart", ["train.prompts_per_step=3", "train.micro_batch_size=5"]), "out", 1, [1.0])
+
+
+def test_concentration_rescores_an_evaluation_from_its_answers(tmp_path, monkeypatch, capsys):
+    """concentration.py reads answers.jsonl back: the fake that always says "A" gives one letter to
+    every question, and is named under the table."""
+    from creason.config import load_config
+    from creason.evaluate.run import evaluate
+    from tests.evaluate.planted import fake_always_a_generate, write_planted
+
+    questions = write_planted(tmp_path / "questions")
+    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", f"evaluate.questions_dir={questions}",
+                             "evaluate.bootstrap_samples=100", "evaluate.models=[always-a=/fake/a]"])
+    evaluate(cfg, answerer=fake_always_a_generate, log=lambda m: None)
+    out = tmp_path / "concentration.json"
+    monkeypatch.setattr(sys, "argv", ["concentration.py", "--questions", str(questions),
+                                      str(tmp_path / "run" / "eval" / "answers.jsonl"), "--out", str(out)])
+    assert load_benchmark("concentration").main() == 0
+    saved = json.loads(out.read_text())
+    always_a = next(s for s in saved["systems"] if s["name"] == "always-a")
+    assert always_a["kind"] == "model" and always_a["concentration"]["letter"] == 1.0
+    assert saved["truth_concentration"]["letter"] < 1.0 and saved["questions"] == 10
+    assert "| always-a | 100.0% |" in capsys.readouterr().out
