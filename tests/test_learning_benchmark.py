@@ -153,3 +153,15 @@ def test_concentration_rescores_an_evaluation_from_its_answers(tmp_path, monkeyp
     assert always_a["kind"] == "model" and always_a["concentration"]["letter"] == 1.0
     assert saved["truth_concentration"]["letter"] < 1.0 and saved["questions"] == 10
     assert "| always-a | 100.0% |" in capsys.readouterr().out
+
+
+def test_grpo_step_summary_takes_a_step_without_an_update():
+    """A step whose groups all had one reward trains nothing: no `tokens`, no train time."""
+    grpo_step = load_benchmark("grpo_step")
+    step = {"completions": 80, "generate_tokens": 560, "completion_length": 7.0, "reward_mean": 0.5,
+            "time_generate_s": 10.0, "time_score_s": 0.0, "time_sync_s": 0.5}
+    records = [{**step, "step": 1, "tokens": 400, "time_train_s": 20.0}, {**step, "step": 2},
+               {**step, "step": 3, "tokens": 300, "time_train_s": 10.0}]
+    s = grpo_step.summarize(records)
+    assert s["steps_without_update"] == 1 and s["train_tokens_per_s"] == 30.0
+    assert s["phase_s"]["train"] == 5.0 and s["step_s"] == 15.5

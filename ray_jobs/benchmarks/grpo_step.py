@@ -59,7 +59,10 @@ def standalone_generation(cfg, questions_dir: str, steps: int) -> dict:
 
 
 def summarize(records: list[dict]) -> dict:
+    """Means over the steps after the first. A step whose groups all had one reward trains nothing
+    (`algorithm.filter_zero_variance`): its train time counts as 0, and it has no train tokens/s."""
     steady = records[1:] or records
+    trained = [r for r in steady if "tokens" in r]  # per worker (ranks averaged)
     phase = {p: statistics.mean(r.get(f"time_{p}_s", 0.0) for r in steady) for p in PHASES}
     step_s = sum(phase.values())
     sync_parts = {p: statistics.mean(r.get(f"time_sync_{p}_s", 0.0) for r in steady) for p in ("gather", "engine_load")}
@@ -69,7 +72,8 @@ def summarize(records: list[dict]) -> dict:
             / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
             "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["time_generate_s"]} for r in steady],
             "completion_length": [r["completion_length"] for r in steady],
-            "train_tokens_per_s": statistics.mean(r["tokens"] / max(r["time_train_s"], 1e-9) for r in steady),  # per worker (ranks averaged)
+            "train_tokens_per_s": statistics.mean([r["tokens"] / max(r["time_train_s"], 1e-9) for r in trained] or [0.0]),
+            "steps_without_update": len(steady) - len(trained),
             "reward_mean": [r["reward_mean"] for r in records]}
 
 
