@@ -11,7 +11,8 @@ memory; a summary follows, and the exit status is 1 if a check failed.
 - grpo_update    two GRPO passes (`grpo_update`, `TorchEngine`, torch AdamW) with a reference model
                  and the k3 KL, in bf16; the shared-prompt forward (KV cache) against the plain one
 - weight_sync    `full_state_dict` (what the trainer pushes): CPU copies in Hugging Face names,
-                 `lm_head.weight` sent, equal to the model's weights; other ranks copy nothing
+                 `lm_head.weight` sent, equal to the model's weights; other ranks copy nothing;
+                 with the lower blocks frozen, a later sync's trainable weights alone
 - zero3_refresh  DeepSpeed ZeRO-3 (bf16, torch AdamW, `build_deepspeed_engine`): one GRPO update,
                  the gathered weights, and the reference refresh (`mix_policy_into_reference`);
                  SKIP when DeepSpeed does not import
@@ -40,7 +41,8 @@ import torch.distributed as dist  # noqa: E402
 
 from creason.train.batch import RolloutBatch, collate  # noqa: E402
 from creason.train.collectives import mean_across_ranks  # noqa: E402
-from creason.train.engine import free_port, full_state_dict  # noqa: E402
+from creason.train.engine import free_port, full_state_dict, rollout_weights  # noqa: E402
+from creason.train.freeze import train_top_blocks  # noqa: E402
 from creason.train.policy import sequence_logprobs  # noqa: E402
 from creason.train.step import TorchEngine, compute_ref_logprobs, grpo_update  # noqa: E402
 
@@ -159,7 +161,13 @@ def check_weight_sync(s: Setup) -> str:
         assert torch.equal(tensor, own[name].cpu()), name
     unique = {id(t): t for _, t in pairs}.values()
     gib = sum(t.numel() * t.element_size() for t in unique) / 2**30
-    return f"{len(pairs)} tensors, {gib:.2f} GiB to CPU in {seconds:.2f} s ({gib / seconds:.1f} GiB/s), lm_head sent"
+    train_top_blocks(model, 1)  # a later sync with the lower blocks frozen: the top block and the norm alone
+    top = rollout_weights(engine, keep=True, trainable_only=True)
+    last = len(model.model.layers) - 1
+    assert top and all(n.startswith(f"model.layers.{last}.") or n == "model.norm.weight" for n in top), list(top)[:3]
+    assert all(torch.equal(t, own[n].cpu()) for n, t in top.items())
+    return (f"{len(pairs)} tensors, {gib:.2f} GiB to CPU in {seconds:.2f} s ({gib / seconds:.1f} GiB/s), lm_head sent; "
+            f"trainable alone: {len(top)} tensors")
 
 
 def check_zero3_refresh(s: Setup) -> str:
