@@ -13,8 +13,8 @@ import numpy as np
 
 from creason.contracts import Question
 from creason.data.questions import record_values
-from creason.evaluate.concentration import answer_concentration, truth_concentration
 from creason.evaluate.baselines import chance_levels, majority_letters, majority_texts, random_letters
+from creason.evaluate.concentration import answer_concentration, truth_concentration
 from creason.evaluate.protocol import ModelAnswer
 from creason.evaluate.record_regression import RecordRegression
 from creason.evaluate.stats import bootstrap_ci, mcnemar
