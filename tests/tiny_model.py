@@ -39,3 +39,13 @@ def build_tiny_model(out_dir: str | Path, tokenizer_dir: str | Path, seed: int =
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)
     return out
+
+
+def top_block_weights(model_dir: str | Path) -> dict:
+    """What a sync of the trainable weights sends with `train.trainable_layers` = 1: the weights of
+    the top decoder block and the final norm, read from the model's safetensors file."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(model_dir) / "model.safetensors"))
+    top = max(int(name.split(".")[2]) for name in weights if name.startswith("model.layers."))
+    return {k: v for k, v in weights.items() if k.startswith(f"model.layers.{top}.") or k == "model.norm.weight"}

@@ -18,30 +18,27 @@ show it, each next to the same number for the right answers themselves:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Hashable, Iterable
+from typing import Hashable, Iterable
 
 from creason.contracts import Question
 
 
-def top_share(keys: Iterable[Hashable], groups: Iterable[Hashable]) -> float:
+def group_counts(keys: Iterable[Hashable], groups: Iterable[Hashable]) -> dict[str, Counter]:
+    """How often each key occurs within each group, the groups keyed by their text, sorted."""
+    counts: dict[str, Counter] = {}
+    for key, group in zip(keys, groups):
+        counts.setdefault(str(group), Counter())[key] += 1
+    return dict(sorted(counts.items()))
+
+
+def top_share(counts: dict[str, Counter]) -> float:
     """The share of items whose key is the most common key of their group (NaN with no items).
 
-    >>> top_share("AAB" + "CD", [2, 2, 2, 5, 5])  # 2 of 3, then 1 of 2
+    >>> top_share(group_counts("AAB" + "CD", [2, 2, 2, 5, 5]))  # 2 of 3, then 1 of 2
     0.6
     """
-    counts: dict[Hashable, Counter] = {}
-    for key, group in zip(keys, groups):
-        counts.setdefault(group, Counter())[key] += 1
     total = sum(sum(c.values()) for c in counts.values())
     return sum(max(c.values()) for c in counts.values()) / total if total else float("nan")
-
-
-def _members(questions: list[Question], group: Callable[[Question], Hashable]) -> dict[str, list[int]]:
-    """Question indices per value of `group`, keyed by that value as text, sorted."""
-    out: dict[str, list[int]] = {}
-    for i, q in enumerate(questions):
-        out.setdefault(str(group(q)), []).append(i)
-    return dict(sorted(out.items()))
 
 
 def _options(q: Question) -> int:
@@ -61,15 +58,15 @@ def answer_concentration(questions: list[Question], letters: list[str | None]) -
     """{"letter": share overall, "letter_by_options": {k: share}, "text": share overall,
     "text_by_variable": {"kind/variable": share}} of one system's answers (`letters`, None where it
     gave none), with the questions in each group ("n_by_options", "n_by_variable")."""
-    texts = [answer_text(q, x) for q, x in zip(questions, letters)]
-    by_options, by_variable = _members(questions, _options), _members(questions, _variable)
+    by_options = group_counts(letters, map(_options, questions))
+    by_variable = group_counts((answer_text(q, x) for q, x in zip(questions, letters)), map(_variable, questions))
     return {
-        "letter": top_share(letters, map(_options, questions)),
-        "letter_by_options": {g: top_share([letters[i] for i in idx], [0] * len(idx)) for g, idx in by_options.items()},
-        "n_by_options": {g: len(idx) for g, idx in by_options.items()},
-        "text": top_share(texts, map(_variable, questions)),
-        "text_by_variable": {g: top_share([texts[i] for i in idx], [0] * len(idx)) for g, idx in by_variable.items()},
-        "n_by_variable": {g: len(idx) for g, idx in by_variable.items()},
+        "letter": top_share(by_options),
+        "letter_by_options": {g: top_share({g: c}) for g, c in by_options.items()},
+        "n_by_options": {g: sum(c.values()) for g, c in by_options.items()},
+        "text": top_share(by_variable),
+        "text_by_variable": {g: top_share({g: c}) for g, c in by_variable.items()},
+        "n_by_variable": {g: sum(c.values()) for g, c in by_variable.items()},
     }
 
 

@@ -55,7 +55,7 @@ def render_report(results: dict, questions: list[Question], systems: list[System
     meta, conf = results["meta"], results["bootstrap"]["confidence"]
     parts = [_header(results, meta, conf), _overall(results, plots, conf), _comparisons(results, conf)]
     parts += [_breakdown(results, name, plots, conf) for name in BREAKDOWN_TITLES]
-    parts += [_concentration(results), _format_table(results)]
+    parts += [concentration_section(results), _format_table(results)]
     if "training" in plots:
         parts.append(f"## Training curve\n\nPer training step: mean reward, training accuracy and the KL "
                      f"divergence to the reference model.\n\n![training curve]({plots['training']})\n")
@@ -148,7 +148,7 @@ def _breakdown(results: dict, name: str, plots: dict, conf: float) -> str:
 CONSTANT_SHARE = 0.9
 
 
-def _concentration(results: dict) -> str:
+def concentration_section(results: dict) -> str:
     """Does each system answer from the record, or the same whatever it says? (`concentration`)."""
     truth = results.get("truth_concentration")
     rows = [("Right answers", truth)] + [(s["name"], s["concentration"]) for s in results["systems"] if "concentration" in s]

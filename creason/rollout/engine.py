@@ -8,6 +8,7 @@ and it keeps one process per rollout actor on a small CPU machine.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -192,7 +193,6 @@ def _quiet_partial_reload():
     """Drop vLLM's warnings about layers and weights a reload did not include while it runs: a
     sync of the trainable weights leaves out every frozen layer on purpose (~130 lines a step for
     SmolLM2), and a full one the tied output head (loaded once, as the embedding)."""
-    import logging
 
     def keep(record: logging.LogRecord) -> bool:
         return not any(m in record.getMessage() for m in PARTIAL_RELOAD_MESSAGES)

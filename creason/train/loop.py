@@ -104,7 +104,6 @@ class GrpoTrainer:
         self.rewards = load_rewards(cfg.algorithm)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
-        self.pushed_once = False
         folder = local_dir(cfg.output_dir) / "train"
         if self.rank == 0:  # resume appends to the run's metrics, wherever this worker runs
             pull_run(cfg.output_dir, under="train")
@@ -119,7 +118,7 @@ class GrpoTrainer:
         self.record_placement()
         if self.rank == 0:
             self.log.truncate(from_step=start)  # a re-done step replaces its earlier record
-        self.push_weights(version=start)  # actors start from the base model; resume needs ours
+        self.push_weights(version=start, complete=True)  # actors start from the base model; resume needs ours
         resumed = {"resumed_from": start} if start else {}  # marks the first record after a restart
         if start == 0 and self.rank == 0 and self.val:  # the learning curve starts at the initial weights
             timings: dict[str, float] = {}
@@ -181,15 +180,15 @@ class GrpoTrainer:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return {**mean_across_ranks(metrics, self.engine.device), "skipped_update": 0.0}
 
-    def push_weights(self, version: int, timings: dict | None = None) -> None:
+    def push_weights(self, version: int, timings: dict | None = None, complete: bool = False) -> None:
         """All ranks take part in gathering (ZeRO-3); rank 0 alone copies the weights and sends them:
-        all of them the first time, then the trainable ones alone (`rollout.sync_frozen_weights`)."""
+        all of them where `complete` (a run's first sync) or `rollout.sync_frozen_weights`, else
+        the trainable ones alone."""
         t0 = time.perf_counter()
-        complete = not self.pushed_once or self.cfg.rollout.sync_frozen_weights
+        complete = complete or self.cfg.rollout.sync_frozen_weights
         state = rollout_weights(self.engine, keep=self.rank == 0, lora_sync=lora_sync(self.cfg), trainable_only=not complete)
         gathered = time.perf_counter()
         pushed = self.sync.push(list(state.items()), version, complete=complete) if self.rank == 0 else {}
-        self.pushed_once = True
         if timings is not None:
             timings["sync"] = time.perf_counter() - t0  # gather + put + every actor's reload
             timings["sync_gather"] = gathered - t0

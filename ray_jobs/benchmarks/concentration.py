@@ -18,7 +18,7 @@ from common import machine_line
 def main() -> int:
     from creason.data.schema import load_questions
     from creason.evaluate.concentration import answer_concentration, truth_concentration
-    from creason.evaluate.report import _concentration
+    from creason.evaluate.report import concentration_section
     from creason.evaluate.scoring import DRAW, MAJORITY, RECORD
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +41,7 @@ def main() -> int:
                for name, by_id_letters in letters.items()]
     result = {"machine": machine_line(), "questions": len(ids), "answers": [str(p) for p in args.answers],
               "truth_concentration": truth_concentration(questions), "systems": systems}
-    print(_concentration(result))
+    print(concentration_section(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

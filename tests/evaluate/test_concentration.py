@@ -7,7 +7,7 @@ import math
 
 import creason.evaluate.concentration as concentration
 from creason.evaluate.concentration import answer_concentration, constant_groups, truth_concentration
-from creason.evaluate.report import _concentration
+from creason.evaluate.report import concentration_section
 from tests.evaluate.test_record_regression import question
 
 FIVE = ["1", "2", "3", "4", "5"]
@@ -60,7 +60,7 @@ def test_constant_groups_name_where_one_answer_covers_what_varies():
     results = {"truth_concentration": truth, "systems": [
         {"name": "always B", "kind": "model", "concentration": always_b},
         {"name": "reader", "kind": "model", "concentration": truth}]}
-    text = _concentration(results)
+    text = concentration_section(results)
     assert "| always B | 100.0% | 100.0% |" in text and "| Right answers | 75.0% | 50.0% |" in text
     assert "**always B answers the same whatever the record says** (2 options, 5 options" in text
     assert "**reader" not in text

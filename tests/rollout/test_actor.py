@@ -15,7 +15,7 @@ from creason.rollout.hf_engine import HfEngine
 from creason.rollout.sync import make_weight_sync, retry_while_restarting
 from creason.rollout.sync.object_store import ObjectStoreSync
 from creason.rollout.types import SamplingSpec, StaleWeightsError
-from tests.tiny_model import build_tiny_model
+from tests.tiny_model import build_tiny_model, top_block_weights
 
 PROMPTS = [[{"role": "user", "content": f"Patient {i}: lactate {i + 1}.5 mmol/L. Septic shock? A) Yes B) No"}] for i in range(3)]
 GREEDY = SamplingSpec(n=1, temperature=0.0, max_tokens=8)
@@ -39,14 +39,6 @@ def vllm_actor(ray_local, tiny_pair):
 
 def weights(model_dir) -> list:
     return list(load_file(str(model_dir / "model.safetensors")).items())
-
-
-def top_block(model_dir) -> list:
-    """What a sync of the trainable weights sends (`train.trainable_layers` = 1): the top block and
-    the final norm."""
-    named = weights(model_dir)
-    top = max(int(name.split(".")[2]) for name, _ in named if name.startswith("model.layers."))
-    return [(n, t) for n, t in named if n.startswith(f"model.layers.{top}.") or n == "model.norm.weight"]
 
 
 def test_contiguous_chunks():
@@ -132,7 +124,7 @@ def test_a_restarted_actor_gets_the_complete_push_then_the_partial_one(ray_local
     try:
         sync = make_weight_sync(transport, actors)
         sync.push(weights(tiny_pair[1]), version=1)
-        sync.push(top_block(tiny_pair[0]), version=2, complete=False)
+        sync.push(list(top_block_weights(tiny_pair[0]).items()), version=2, complete=False)
         expected, _ = generate_on_actors(actors, PROMPTS, spec, version=2)
         ray.kill(actors[1], no_restart=False)
         wait_until_restarted(actors[1])

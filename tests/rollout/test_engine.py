@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from creason.rollout.engine import VllmEngine, encode_chat
 from creason.rollout.types import SamplingSpec
-from tests.tiny_model import build_tiny_model
+from tests.tiny_model import build_tiny_model, top_block_weights
 
 PROMPTS = [
     [{"role": "system", "content": "You are a clinician."}, {"role": "user", "content": "Lactate 4.5, MAP 58. Septic shock? A) Yes B) No"}],
@@ -104,9 +104,7 @@ def test_loading_some_weights_replaces_those_alone_and_quietly(engine, tiny_pair
     """A sync of the trainable weights: the top block and the final norm of the other model. The
     engine then samples from the first model with those replaced, no more and no less, and vLLM's
     per-layer warnings about the layers left out are not logged."""
-    original, other = (load_file(str(d / "model.safetensors")) for d in tiny_pair)
-    top = max(int(name.split(".")[2]) for name in other if name.startswith("model.layers."))
-    sent = {k: v for k, v in other.items() if k.startswith(f"model.layers.{top}.") or k == "model.norm.weight"}
+    original, sent = load_file(str(tiny_pair[0] / "model.safetensors")), top_block_weights(tiny_pair[1])
     seen = []
     handler = logging.Handler()
     handler.emit = seen.append
