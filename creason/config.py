@@ -359,6 +359,12 @@ class WarmupConfig(_Section):
         "not answers, but the protocol's own words: report its effect apart. GRPO completions then need "
         "`rollout.max_new_tokens` >= 16."
     )
+    state_answer: bool = Field(
+        False, description="The completion names the boxed option's text before the box (`Yes \\boxed{B}`). The "
+        "text of an answer is the same whatever the option order, so what the record says about it is not split "
+        "across letters; the letter is then a copy of the named option's. GRPO completions then need "
+        "`rollout.max_new_tokens` to hold the longest option text too."
+    )
     reasoning_tokens: int = Field(
         0, ge=0, description="The model's own greedy reasoning kept before the boxed letter (0: the completion is "
         "the boxed letter alone, which also makes GRPO's completions a few tokens long)."

@@ -60,17 +60,20 @@ class WarmupExample:
     letter: str
 
 
-def target_completion(reasoning: str, letter: str, restate: bool = False) -> str:
-    r"""The completion the model is taught: its own reasoning (if any), then the boxed letter, then
-    (`restate`) the letter again in the words the evaluation protocol's forced step continues.
+def target_completion(reasoning: str, letter: str, restate: bool = False, answer_text: str | None = None) -> str:
+    r"""The completion the model is taught: its own reasoning (if any), then (`answer_text`) the text of
+    the option it answers, then the boxed letter, then (`restate`) the letter again in the words the
+    evaluation protocol's forced step continues.
 
     >>> target_completion("", "B"), target_completion("Lactate is high.\n", "D")
     ('\\boxed{B}', 'Lactate is high. \\boxed{D}')
-    >>> target_completion("", "A", restate=True)
-    '\\boxed{A} Therefore, the answer is A.'
+    >>> target_completion("", "A", restate=True), target_completion("", "B", answer_text="Yes")
+    ('\\boxed{A} Therefore, the answer is A.', 'Yes \\boxed{B}')
     """
     reasoning = reasoning.rstrip()
     answer = ANSWER_FORMAT.replace("X", letter) + (f"{FORCE_SUFFIX} {letter}." if restate else "")
+    if answer_text is not None:
+        answer = f"{answer_text} {answer}"
     return f"{reasoning} {answer}" if reasoning else answer
 
 
@@ -96,12 +99,14 @@ def own_letter(letter_logprobs: dict[str, float | None], u: float) -> str:
 
 
 def warmup_examples(prompt_ids: list[list[int]], reasonings: list[str], letters: list[str], tokenizer: Any,
-                    end_ids: list[int], restate: bool = False) -> list[WarmupExample]:
+                    end_ids: list[int], restate: bool = False, answer_texts: list[str] | None = None
+                    ) -> list[WarmupExample]:
     """Examples from each question's prompt tokens, the model's reasoning text and the letter to box
-    (`target_completion`); `end_ids` (the end-of-turn token) close every completion, so the model
-    learns to stop."""
-    return [WarmupExample(list(p), tokenizer.encode(target_completion(r, x, restate), add_special_tokens=False)
-                          + list(end_ids), x) for p, r, x in zip(prompt_ids, reasonings, letters)]
+    (`target_completion`; `answer_texts`: the boxed options' texts, stated first); `end_ids` (the
+    end-of-turn token) close every completion, so the model learns to stop."""
+    texts = answer_texts if answer_texts is not None else [None] * len(letters)
+    return [WarmupExample(list(p), tokenizer.encode(target_completion(r, x, restate, t), add_special_tokens=False)
+                          + list(end_ids), x) for p, r, x, t in zip(prompt_ids, reasonings, letters, texts)]
 
 
 def nll_loss(logp: Tensor, mask: Tensor, total_tokens: float) -> Tensor:
@@ -245,8 +250,9 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
                   else [""] * len(questions))
+    texts = [q.options[q.letters.index(x)] for q, x in zip(questions, letters)] if w.state_answer else None
     examples = warmup_examples([encode_chat(tokenizer, q.prompt) for q in questions], reasonings, letters, tokenizer,
-                               end_ids, w.restate_answer)
+                               end_ids, w.restate_answer, texts)
     log(f"warm-up: {len(examples)} examples ({w.answers} letters), {w.epochs} epoch(s) of batches of {w.batch_size}")
     trainer = TorchTrainer(
         warmup_loop_per_worker,
