@@ -1,7 +1,8 @@
 """The benchmarks' pure parts: learning.py reads a - b with its sign and interval whichever order
 the results hold the pair in, and the learning curve from metrics.jsonl; lora_learning.py reads
 each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does;
-concentration.py re-scores an evaluation's answers."""
+concentration.py re-scores an evaluation's answers; reading_curve.py fits the record regression on
+growing training sets; letter_probe.py reads what a model believes right after `\boxed{`."""
 
 import importlib.util
 import json
@@ -165,3 +166,74 @@ def test_grpo_step_summary_takes_a_step_without_an_update():
     s = grpo_step.summarize(records)
     assert s["steps_without_update"] == 1 and s["train_tokens_per_s"] == 30.0
     assert s["phase_s"]["train"] == 5.0 and s["step_s"] == 15.5
+
+
+def test_reading_curve_fits_the_regression_on_growing_training_sets(tmp_path, monkeypatch):
+    """reading_curve.py: where lactate decides shock, 150 training answers let the regression beat
+    the majority answer, while 6 cannot tell it much."""
+    import numpy as np
+
+    from tests.evaluate.planted import planted_shock, write_split
+
+    rng = np.random.default_rng(2)
+    write_split(tmp_path, "train", planted_shock(150, rng, 0))
+    write_split(tmp_path, "test", planted_shock(60, rng, 1000))
+    out = tmp_path / "curve.json"
+    monkeypatch.setattr(sys, "argv", ["reading_curve.py", "--questions", str(tmp_path), "--sizes", "6", "150",
+                                      "--draws", "2", "--out", str(out)])
+    assert load_benchmark("reading_curve").main() == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["train_answers"], r["draw"]) for r in rows] == [(6, 0), (6, 1), (150, 0), (150, 1)]
+    for r in rows[2:]:
+        assert r["regression"] > r["majority"] + 0.15 and r["p_value"] < 0.01
+        assert r["by_kind"]["masked_value"]["regression"] == r["regression"]
+
+
+def test_letter_probe_tells_a_model_that_reads_from_one_that_knows_the_prior():
+    """Hand-made log-probs on two shock questions whose right answers differ: the reader puts 0.9 on
+    each right answer, the prior-only model 0.75 on "No" (the training majority) both times."""
+    import math
+    from collections import Counter
+
+    probe = load_benchmark("letter_probe")
+    counts = {"shock": Counter({"No": 2, "Yes": 0})}  # add-one: No 3/4, Yes 1/4
+    questions = [(["Yes", "No"], "No", "B"), (["No", "Yes"], "Yes", "B")]
+
+    def rows(p_right: list[float]) -> list[dict]:
+        return [{"question_id": str(i), "variable": "shock", "options": o, "answer": a, "truth": t,
+                 "logprobs": {x: math.log(p if x == t else 1 - p) for x in "AB"}}
+                for i, ((o, a, t), p) in enumerate(zip(questions, p_right))]
+
+    reader = probe.summarize(rows([0.9, 0.9]), counts)
+    prior_only = probe.summarize(rows([0.75, 0.25]), counts)
+    expected_prior_loss = -(math.log(0.75) + math.log(0.25)) / 2
+    for s in (reader, prior_only):
+        assert s["overall"]["prior_loss"] == pytest.approx(expected_prior_loss) and s["overall"]["prior_accuracy"] == 0.5
+    assert reader["overall"]["loss"] == pytest.approx(-math.log(0.9)) and reader["overall"]["accuracy"] == 1.0
+    assert prior_only["overall"]["loss"] == pytest.approx(expected_prior_loss)
+    shock_reader, shock_prior = reader["by_variable"]["shock"], prior_only["by_variable"]["shock"]
+    assert shock_reader["top_answer"] == "No" and shock_reader["p_top_sd"] == pytest.approx(0.4)  # 0.9 and 0.1
+    assert shock_prior["p_top_mean"] == pytest.approx(0.75) and shock_prior["p_top_sd"] == pytest.approx(0.0)
+    assert "| shock | 2 |" in probe.table(reader)
+
+
+def test_letter_probe_reads_a_models_belief_after_the_box(tiny_model_dir, tmp_path, monkeypatch):
+    """The script end to end on a tiny model: one row per question, the letters' probabilities sum to 1."""
+    import math
+
+    import numpy as np
+
+    from tests.evaluate.planted import planted_shock, write_split
+
+    rng = np.random.default_rng(3)
+    write_split(tmp_path, "train", planted_shock(20, rng, 0))
+    write_split(tmp_path, "test", planted_shock(4, rng, 1000))
+    out = tmp_path / "probe.json"
+    monkeypatch.setattr(sys, "argv", ["letter_probe.py", "--model", str(tiny_model_dir), "--questions", str(tmp_path),
+                                      "--threads", "1", "--out", str(out)])
+    assert load_benchmark("letter_probe").main() == 0
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 4 and saved["overall"]["questions"] == 4
+    for row in saved["rows"]:
+        assert sum(math.exp(v) for v in row["logprobs"].values()) == pytest.approx(1.0)
+        assert set(row["logprobs"]) == {"A", "B"}

@@ -13,7 +13,8 @@ and GRPO still has different answers to compare within a group. Its argmax would
 model puts "D" first on 64% of questions, and learning that collapses every group to one answer.
 `ground_truth` boxes the right letter instead, which is supervised fine-tuning: report it as its
 own row (with `reasoning_tokens: 0` it asks the model nothing, so no engine starts).
-`restate_answer` also teaches the sentence the protocol's forced step continues after the box, so
+`state_answer` names the option's text before the box, so that the record's signal is one target
+whatever the option order. `restate_answer` also teaches the sentence the protocol's forced step continues after the box, so
 that the forced letter is the one the model boxed (run 4 of docs/results.md: they disagreed on
 half of the outcome questions, and the forced letter lost 17 points of their accuracy).
 
@@ -250,7 +251,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
                   else [""] * len(questions))
-    texts = [q.options[q.letters.index(x)] for q, x in zip(questions, letters)] if w.state_answer else None
+    texts = option_texts(questions, letters) if w.state_answer else None
     examples = warmup_examples([encode_chat(tokenizer, q.prompt) for q in questions], reasonings, letters, tokenizer,
                                end_ids, w.restate_answer, texts)
     log(f"warm-up: {len(examples)} examples ({w.answers} letters), {w.epochs} epoch(s) of batches of {w.batch_size}")
@@ -266,7 +267,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     right = sum(x == q.ground_truth for x, q in zip(letters, questions))
     summary = {"model": str(out / "model"), "base_model": model_path, "answers": w.answers,
                "questions": len(questions), "question_ids": [q.question_id for q in questions], "letters": dict(sorted(Counter(letters).items())),
-               "letters_right": right / len(letters),
+               "letters_right": right / len(letters), "first_completion": tokenizer.decode(examples[0].completion_ids),
                "forced_letters": dict(sorted(Counter(a.forced for a in answers).items())), "reasoning_tokens": w.reasoning_tokens,
                "loss_first": losses["loss"][0], "loss_last": losses["loss"][-1], "steps": len(losses["loss"]),
                "answer_seconds": answered - started, "train_seconds": losses["train_seconds"],
@@ -275,6 +276,11 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     log(f"warm-up: loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} in {summary['steps']} steps; "
         f"model: {summary['model']}")
     return summary
+
+
+def option_texts(questions: list, letters: list[str]) -> list[str]:
+    """The text of each question's option at its letter (what `warmup.state_answer` states)."""
+    return [q.options[q.letters.index(x)] for q, x in zip(questions, letters)]
 
 
 def needs_model_answers(w: WarmupConfig) -> bool:

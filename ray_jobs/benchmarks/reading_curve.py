@@ -45,7 +45,7 @@ def main() -> int:
     rows = []
     for n in args.sizes:
         for draw in range(args.draws):
-            train = [t for t in answered_records(args.questions, n, seed=draw)]
+            train = answered_records(args.questions, n, seed=draw)
             counts: dict[str, Counter] = defaultdict(Counter)
             for variable, answer, _ in train:
                 counts[variable][answer] += 1

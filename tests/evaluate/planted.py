@@ -1,5 +1,6 @@
-"""A planted question set with known answers, as `Question`s and as Parquet shards in the
-pipeline's schema, and a fake model that always answers "A"."""
+"""Planted question sets with known answers, as `Question`s and as Parquet shards in the
+pipeline's schema (a fixed set, and records where lactate decides septic shock), and a fake
+model that always answers "A"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import numpy as np
+
 from creason.contracts import LETTERS, Question
+from creason.data.questions import QUESTION_HEADER, RECORD_HEADER
 from creason.data.schema import QUESTION_SCHEMA
 from creason.evaluate.protocol import ModelAnswer
 
@@ -78,3 +82,34 @@ def fake_always_a_generate(model_path: str, questions: list[Question]) -> tuple[
         for i, q in enumerate(questions)
     ]
     return answers, {"questions": len(answers), "seconds": 0.01, "questions_per_s": len(answers) / 0.01}
+
+
+def planted_question(i: int, variable: str, options: list[str], answer: str, record: dict[str, str]) -> Question:
+    """A masked-value question whose user message shows `record` as the pipeline renders it."""
+    lines = "\n".join(f"{k}: {v}" for k, v in record.items())
+    user = f"{RECORD_HEADER}[S]\n{lines}{QUESTION_HEADER}What was {variable}?\n\nOptions:\n" + "\n".join(
+        f"{LETTERS[j]}. {o}" for j, o in enumerate(options))
+    return Question(question_id=f"{i:016x}-m0", patient=f"{i:016x}", split="test", question_kind="masked_value",
+                    variable=variable, display_name=variable, section="S", variable_kind="categorical",
+                    options=options, answer_text=answer, answer_value=None,
+                    messages=[{"role": "system", "content": "s"}, {"role": "user", "content": user}],
+                    ground_truth=LETTERS[options.index(answer)], data_source="planted")
+
+
+def planted_shock(n: int, rng: np.random.Generator, start: int) -> list[Question]:
+    """Shock is "Yes" exactly when lactate > 4 (a third of patients): the prior says "No"."""
+    out = []
+    for i in range(n):
+        lactate = float(np.round(rng.uniform(0, 6), 1))
+        answer = "Yes" if lactate > 4 else "No"
+        options = ["Yes", "No"] if rng.random() < 0.5 else ["No", "Yes"]
+        out.append(planted_question(start + i, "shock", options, answer, {"Lactate (mmol/L)": str(lactate), "Sex": "M"}))
+    return out
+
+
+def write_split(root: Path, split: str, questions: list[Question]) -> Path:
+    """`questions` as `root/<split>/part-0.parquet` in the question schema; returns root."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    rows = [q.model_copy(update={"split": split}).to_row() for q in questions]
+    pq.write_table(pa.Table.from_pylist(rows, schema=QUESTION_SCHEMA), root / split / "part-0.parquet")
+    return root

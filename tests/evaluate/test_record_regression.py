@@ -6,23 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from creason.contracts import LETTERS, Question
-from creason.data.questions import QUESTION_HEADER, RECORD_HEADER
+from creason.data.questions import RECORD_HEADER
 from creason.evaluate.baselines import majority_letters, majority_texts
 from creason.evaluate.questions import answer_counts, answered_records
 from creason.evaluate.record_regression import OneHot, RecordRegression, fit_softmax
 from creason.evaluate.scoring import RECORD, baseline_systems
-
-
-def question(i: int, variable: str, options: list[str], answer: str, record: dict[str, str]) -> Question:
-    lines = "\n".join(f"{k}: {v}" for k, v in record.items())
-    user = f"{RECORD_HEADER}[S]\n{lines}{QUESTION_HEADER}What was {variable}?\n\nOptions:\n" + "\n".join(
-        f"{LETTERS[j]}. {o}" for j, o in enumerate(options))
-    return Question(question_id=f"{i:016x}-m0", patient=f"{i:016x}", split="test", question_kind="masked_value",
-                    variable=variable, display_name=variable, section="S", variable_kind="categorical",
-                    options=options, answer_text=answer, answer_value=None,
-                    messages=[{"role": "system", "content": "s"}, {"role": "user", "content": user}],
-                    ground_truth=LETTERS[options.index(answer)], data_source="planted")
+from tests.evaluate.planted import planted_question, planted_shock, write_split
 
 
 def test_numbers_are_binned_by_training_quantiles_and_categories_one_hot():
@@ -47,20 +36,9 @@ def test_one_softmax_step_from_zero_matches_the_hand_computed_gradient():
     assert (x @ many).argmax(axis=1).tolist() == [0, 1]
 
 
-def planted(n: int, rng: np.random.Generator, start: int) -> list[Question]:
-    """Shock is "Yes" exactly when lactate > 4 (a third of patients): the prior says "No"."""
-    out = []
-    for i in range(n):
-        lactate = float(np.round(rng.uniform(0, 6), 1))
-        answer = "Yes" if lactate > 4 else "No"
-        options = ["Yes", "No"] if rng.random() < 0.5 else ["No", "Yes"]
-        out.append(question(start + i, "shock", options, answer, {"Lactate (mmol/L)": str(lactate), "Sex": "M"}))
-    return out
-
-
 def test_the_regression_reads_the_record_where_the_majority_answer_cannot():
     rng = np.random.default_rng(0)
-    train, test = planted(300, rng, 0), planted(100, rng, 1000)
+    train, test = planted_shock(300, rng, 0), planted_shock(100, rng, 1000)
     from creason.data.questions import record_values
 
     regression = RecordRegression([(q.variable, q.answer_text, record_values(q.user_text)) for q in train])
@@ -69,22 +47,15 @@ def test_the_regression_reads_the_record_where_the_majority_answer_cannot():
     majority, _ = majority_letters(test, {"shock": "No"}, seed=0)
     prior = np.mean([a == q.ground_truth for a, q in zip(majority, test)])
     assert known.all() and right >= 0.9 and prior <= 0.75  # quintile bins: only the bin holding 4.0 mixes
-    unseen = question(5000, "gcs", ["15", "3"], "3", {"Sex": "M"})
+    unseen = planted_question(5000, "gcs", ["15", "3"], "3", {"Sex": "M"})
     letters, known = regression.letters([unseen], [{"Sex": "M"}], seed=0)
     assert known.tolist() == [False] and letters[0] in "AB"
 
 
 def test_baselines_include_the_regression_fit_on_the_train_split(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from creason.data.schema import QUESTION_SCHEMA
-
     rng = np.random.default_rng(1)
-    train, test = planted(200, rng, 0), planted(60, rng, 1000)
-    (tmp_path / "train").mkdir()
-    rows = [q.model_copy(update={"split": "train"}).to_row() for q in train]
-    pq.write_table(pa.Table.from_pylist(rows, schema=QUESTION_SCHEMA), tmp_path / "train" / "part-0.parquet")
+    train, test = planted_shock(200, rng, 0), planted_shock(60, rng, 1000)
+    write_split(tmp_path, "train", train)
     records = answered_records(tmp_path, limit=150, seed=0)
     assert len(records) == 150 and all(set(r) == {"Lactate (mmol/L)", "Sex"} for _, _, r in records)
     systems = baseline_systems(test, answer_counts(tmp_path), 0, RecordRegression(records))

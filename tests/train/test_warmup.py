@@ -34,6 +34,15 @@ def test_examples_keep_the_models_own_reasoning_before_the_box(tokenizer):
     assert tokenizer.decode(e.completion_ids) == "Lactate is high. \\boxed{A}"
 
 
+def test_examples_can_state_the_answers_text_before_the_box(tokenizer):
+    """`warmup.state_answer`: the option's text, then its letter boxed (the text is the same whatever
+    the option order; the letter is not)."""
+    (e, f) = warmup_examples([[1], [1]], ["", ""], ["B", "A"], tokenizer, [tokenizer.eos_token_id],
+                             answer_texts=["Yes", "Carbapenem"])
+    assert tokenizer.decode(e.completion_ids) == "Yes \\boxed{B}" + tokenizer.eos_token
+    assert tokenizer.decode(f.completion_ids) == "Carbapenem \\boxed{A}" + tokenizer.eos_token
+
+
 def test_restated_examples_end_with_the_forced_steps_letter_token(tokenizer):
     """The restatement ends with the very token the protocol's forced step scores for that letter,
     right after the suffix it appends, so the taught sentence is the one the forced step continues."""
@@ -88,6 +97,7 @@ def answerer_never_called(model_path, questions):
 @pytest.mark.parametrize("answers", ["own", "ground_truth"])
 def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path, answers):
     from creason.data.pipeline import build_question_set
+    from creason.data.schema import load_questions
     from creason.train.warmup import run_warmup
 
     cfg = load_config("quickstart", [
@@ -95,14 +105,17 @@ def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path, answers):
         "evaluate.num_actors=1", "evaluate.max_model_len=1536", "evaluate.kv_cache_gib=0.25",
         "train.cpus_per_worker=0.5", "train.threads_per_worker=1", "train.trainable_layers=1",
         "warmup.questions=6", "warmup.batch_size=3", "warmup.micro_batch_size=2", "warmup.epochs=2", "warmup.lr=1e-2",
-        f"warmup.answers={answers}",
+        f"warmup.answers={answers}", f"warmup.state_answer={answers == 'ground_truth'}",
     ])
     build_question_set(cfg)
     summary = run_warmup(cfg, answerer=answerer_never_called if answers == "ground_truth" else None)
     assert summary["steps"] == 4 and summary["loss_last"] < summary["loss_first"]
     assert sum(summary["letters"].values()) == 6 and summary["answers"] == answers
-    if answers == "ground_truth":  # supervised: every boxed letter is the right one
+    if answers == "ground_truth":  # supervised: every boxed letter is the right one, its text stated first
         assert summary["letters_right"] == 1.0 and summary["forced_letters"] == {}
+        first = load_questions(tmp_path / "questions", "train", cfg.train.question_kinds, 6, cfg.seed)[0]
+        assert first.question_id == summary["question_ids"][0]
+        assert summary["first_completion"].startswith(f"{first.answer_text} \\boxed{{{first.ground_truth}}}")
     splits = {}
     for split in ("train", "validation", "test"):
         info = pq.read_table(tmp_path / "questions" / split, columns=["extra_info"]).column("extra_info").to_pylist()
