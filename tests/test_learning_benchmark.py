@@ -2,7 +2,8 @@
 the results hold the pair in, and the learning curve from metrics.jsonl; lora_learning.py reads
 each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does;
 concentration.py re-scores an evaluation's answers; reading_curve.py fits the record regression on
-growing training sets; letter_probe.py reads what a model believes right after `\boxed{`."""
+growing training sets; letter_probe.py reads what a model believes right after the box opens;
+stated_answers.py splits a stated answer's loss between its text, its box and the forced letter."""
 
 import importlib.util
 import json
@@ -237,3 +238,30 @@ def test_letter_probe_reads_a_models_belief_after_the_box(tiny_model_dir, tmp_pa
     for row in saved["rows"]:
         assert sum(math.exp(v) for v in row["logprobs"].values()) == pytest.approx(1.0)
         assert set(row["logprobs"]) == {"A", "B"}
+
+
+def test_stated_answers_splits_the_loss_between_text_box_and_forced_letter(tmp_path, monkeypatch):
+    """Three questions: the text and box right but the forced letter wrong; the right text boxed at
+    the wrong letter; a wrong text, its own letter boxed."""
+    from creason.evaluate.scoring import MAJORITY
+
+    def row(qid, kind, options, truth, reasoning, boxed, forced, majority_right):
+        text = options["AB".index(truth)]
+        return {"question_id": qid, "question_kind": kind, "options": options, "ground_truth": truth, "answer_text": text,
+                "answers": {MAJORITY: {"letter": truth if majority_right else "A", "correct": majority_right},
+                            "m": {"letter": forced, "correct": forced == truth, "boxed": boxed, "reasoning": reasoning}}}
+
+    rows = [row("1-o0", "outcome", ["Yes", "No"], "B", "No \\boxed{B}", "B", "A", True),
+            row("2-m0", "masked_value", ["4", "2"], "A", "4 \\boxed{B}", "B", "B", False),
+            row("3-m0", "masked_value", ["4", "2"], "A", "2 \\boxed{B}", "B", "B", True)]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "stated.json"
+    monkeypatch.setattr(sys, "argv", ["stated_answers.py", str(answers), "--out", str(out)])
+    assert load_benchmark("stated_answers").main() == 0
+    m = json.loads(out.read_text())["models"]["m"]
+    assert set(m) == {"all", "masked_value", "outcome"}
+    assert m["all"]["stated_right"] == pytest.approx(2 / 3) and m["all"]["box_is_stated"] == pytest.approx(2 / 3)
+    assert m["all"]["boxed_right"] == pytest.approx(1 / 3) and m["all"]["forced_right"] == 0.0
+    assert m["masked_value"]["stated_right"] == 0.5 and m["masked_value"]["box_is_stated"] == 0.5
+    assert m["all"]["stated_vs_majority"]["a_only"] == 1 and m["all"]["stated_vs_majority"]["b_only"] == 1
