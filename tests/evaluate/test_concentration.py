@@ -8,7 +8,7 @@ import math
 import creason.evaluate.concentration as concentration
 from creason.evaluate.concentration import answer_concentration, constant_groups, truth_concentration
 from creason.evaluate.report import concentration_section
-from tests.evaluate.test_record_regression import question
+from tests.evaluate.planted import planted_question
 
 FIVE = ["1", "2", "3", "4", "5"]
 
@@ -16,9 +16,9 @@ FIVE = ["1", "2", "3", "4", "5"]
 def questions():
     """Two variables: `shock` (2 options, in both orders; truth Yes, Yes, No, Yes) and `gcs`
     (5 options, the right answer at a different letter each time)."""
-    shock = [question(i, "shock", opts, ans, {}) for i, (opts, ans) in
+    shock = [planted_question(i, "shock", opts, ans, {}) for i, (opts, ans) in
              enumerate([(["Yes", "No"], "Yes"), (["No", "Yes"], "Yes"), (["Yes", "No"], "No"), (["No", "Yes"], "Yes")])]
-    gcs = [question(10 + i, "gcs", FIVE[i:] + FIVE[:i], ans, {}) for i, ans in enumerate(["3", "3", "1", "5"])]
+    gcs = [planted_question(10 + i, "gcs", FIVE[i:] + FIVE[:i], ans, {}) for i, ans in enumerate(["3", "3", "1", "5"])]
     return shock + gcs
 
 
