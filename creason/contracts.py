@@ -68,6 +68,12 @@ class Question(BaseModel):
         """The valid letters of this question: "AB" for two options."""
         return LETTERS[: len(self.options)]
 
+    def option_text(self, letter: str) -> str:
+        """The words of the option at `letter`; ValueError for a letter this question does not have."""
+        if len(letter) != 1 or letter not in self.letters:
+            raise ValueError(f"{letter!r} is not a letter of question {self.question_id} (letters {self.letters})")
+        return self.options[self.letters.index(letter)]
+
     @property
     def num_options(self) -> int:
         return len(self.options)

@@ -31,6 +31,10 @@ def test_a_row_goes_both_ways():
     assert pa.Table.from_pylist([q.to_row()], schema=QUESTION_SCHEMA).to_pylist() == [row]
     assert (q.letters, q.num_options, q.ground_truth) == ("ABCDE", 5, "A")
     assert q.user_text.startswith("Patient 2.") and q.prompt == q.messages == row["prompt"]
+    assert (q.option_text("A"), q.option_text("C"), q.option_text("E")) == ("1.1", "4.0", "9.9")
+    for wrong in ("F", "AB", ""):
+        with pytest.raises(ValueError, match="is not a letter of question"):
+            q.option_text(wrong)
 
 
 def test_rows_that_break_the_contract_are_refused():

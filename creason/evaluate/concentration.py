@@ -51,7 +51,7 @@ def _variable(q: Question) -> str:
 
 def answer_text(q: Question, letter: str | None) -> str | None:
     """The words of the option `letter` names (None: no answer, or not a letter of `q`)."""
-    return q.options[q.letters.index(letter)] if letter is not None and len(letter) == 1 and letter in q.letters else None
+    return q.option_text(letter) if letter is not None and len(letter) == 1 and letter in q.letters else None
 
 
 def answer_concentration(questions: list[Question], letters: list[str | None]) -> dict:

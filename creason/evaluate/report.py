@@ -199,7 +199,7 @@ def _examples(questions: list[Question], systems: list[System], examples: list[i
     out = ["## Example questions", ""]
     for k, i in enumerate(examples, 1):
         q = questions[i]
-        truth = f"{q.ground_truth} ({q.options[q.letters.index(q.ground_truth)]})"
+        truth = f"{q.ground_truth} ({q.option_text(q.ground_truth)})"
         out += [f"### Example {k}: {q.display_name} ({GROUP_NAMES.get(q.question_kind, q.question_kind)})", "",
                 "<details><summary>Record and question as the model saw them</summary>", "", "```text",
                 q.user_text.replace("```", "'''"), "```", "", "</details>", "", f"Correct answer: **{truth}**", ""]
@@ -210,6 +210,6 @@ def _examples(questions: list[Question], systems: list[System], examples: list[i
             if len(reasoning) > MAX_REASONING_CHARS:
                 reasoning = reasoning[:MAX_REASONING_CHARS] + " [...]"
             quoted = "\n".join("> " + line.replace("<", "&lt;") for line in reasoning.splitlines())
-            out += [f"**{s.name}** answered **{a.forced} ({q.options[q.letters.index(a.forced)]})**: {mark} "
+            out += [f"**{s.name}** answered **{a.forced} ({q.option_text(a.forced)})**: {mark} "
                     f"(boxed: {a.boxed or 'none'})", "", quoted, ""]
     return "\n".join(out)

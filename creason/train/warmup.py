@@ -14,9 +14,10 @@ model puts "D" first on 64% of questions, and learning that collapses every grou
 `ground_truth` boxes the right letter instead, which is supervised fine-tuning: report it as its
 own row (with `reasoning_tokens: 0` it asks the model nothing, so no engine starts).
 `state_answer` names the option's text before the box, so that the record's signal is one target
-whatever the option order. `restate_answer` also teaches the sentence the protocol's forced step continues after the box, so
-that the forced letter is the one the model boxed (run 4 of docs/results.md: they disagreed on
-half of the outcome questions, and the forced letter lost 17 points of their accuracy).
+whatever the option order. `restate_answer` also teaches the sentence the protocol's forced step
+continues after the box, so that the forced letter is the one the model boxed (run 4 of
+docs/results.md: they disagreed on half of the outcome questions, and the forced letter lost 17
+points of their accuracy).
 
     examples = warmup_examples(...)        pure: token ids of prompts and target completions
     run_warmup(cfg)                        the stage: answers (vLLM actors), then Ray Train + DeepSpeed
@@ -251,7 +252,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
                   else [""] * len(questions))
-    texts = option_texts(questions, letters) if w.state_answer else None
+    texts = [q.option_text(x) for q, x in zip(questions, letters)] if w.state_answer else None
     examples = warmup_examples([encode_chat(tokenizer, q.prompt) for q in questions], reasonings, letters, tokenizer,
                                end_ids, w.restate_answer, texts)
     log(f"warm-up: {len(examples)} examples ({w.answers} letters), {w.epochs} epoch(s) of batches of {w.batch_size}")
@@ -276,11 +277,6 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     log(f"warm-up: loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} in {summary['steps']} steps; "
         f"model: {summary['model']}")
     return summary
-
-
-def option_texts(questions: list, letters: list[str]) -> list[str]:
-    """The text of each question's option at its letter (what `warmup.state_answer` states)."""
-    return [q.options[q.letters.index(x)] for q, x in zip(questions, letters)]
 
 
 def needs_model_answers(w: WarmupConfig) -> bool:

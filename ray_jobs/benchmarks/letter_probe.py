@@ -83,7 +83,7 @@ def summarize(rows: list[dict], train_counts: dict[str, Counter]) -> dict:
         prior = -sum(prior_logprob(counts, r["options"], r["answer"]) for r in rs)
         right = sum(max(r["logprobs"], key=r["logprobs"].get) == r["truth"] for r in rs)
         prior_right = sum(r["answer"] == max(r["options"], key=lambda o: counts[o]) for r in rs)
-        p_top = [math.exp(list(r["logprobs"].values())[r["options"].index(top)]) for r in rs if top in r["options"]]
+        p_top = [math.exp(r["logprobs"][LETTERS[r["options"].index(top)]]) for r in rs if top in r["options"]]
         out[variable] = {"questions": len(rs), "loss": loss / len(rs), "prior_loss": prior / len(rs),
                          "accuracy": right / len(rs), "prior_accuracy": prior_right / len(rs), "top_answer": top,
                          "p_top_mean": statistics.fmean(p_top) if p_top else None,

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-import numpy as np
 
 from creason.contracts import LETTERS, Question
 from creason.data.questions import QUESTION_HEADER, RECORD_HEADER
