@@ -17,6 +17,8 @@ names = [p.name() for p in psutil.Process().children(recursive=True)]
 print("CPUS", ray.cluster_resources()["CPU"])
 print("DASHBOARD", any(n.startswith("ray-dashboard-") for n in names))  # its modules (NodeHead, JobHead, ...)
 print("RAYLET", "raylet" in names)
+cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+print("CLEANER_LEVEL", ray.get(ray.remote(lambda: __import__("logging").getLogger(cleaner).level).remote()))
 """
 
 
@@ -27,3 +29,5 @@ def test_a_local_cluster_without_dashboard_starts_none():
     assert "CPUS 1.0" in out.stdout
     assert "RAYLET True" in out.stdout  # the processes were looked for where they live
     assert "DASHBOARD False" in out.stdout
+    # workers quiet Ray Train's placement-group cleaner, which asks the dashboard's State API every second
+    assert "CLEANER_LEVEL 40" in out.stdout
