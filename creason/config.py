@@ -152,7 +152,8 @@ class ModelConfig(_Section):
 
 
 class RewardTerm(_Section):
-    path: str = Field(description="Dotted path of a reward callable `(completions, ground_truth, **kw) -> list[float]`.")
+    path: str = Field(description="Dotted path of a reward callable `(completions, ground_truth, options, **kw) -> "
+                      "list[float]`; `options`: each completion's options as its prompt showed them.")
     weight: float = Field(1.0, description="Weight of this reward in the sum.")
 
 

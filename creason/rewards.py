@@ -1,7 +1,8 @@
 r"""The study's rewards: the letter in the first `\boxed{...}` against the ground truth.
 
 Reward functions are plain callables `(completions, **kwargs) -> list[float]` as in TRL; dataset
-columns (here `ground_truth`, one letter per completion) arrive as keyword lists. A completion is a
+columns arrive as keyword lists, one entry per completion: `ground_truth` (the right letter) and,
+in the training loop, `options` (the option texts in the order that completion's prompt showed). A completion is a
 string, or a conversation (list of {"role", "content"} messages) whose last message is scored.
 `score_completions` combines weighted rewards and survives a reward function that raises.
 """
@@ -100,6 +101,42 @@ def format_reward(completions: list[Any], bonus: float = 0.1, **kwargs: Any) -> 
         boxes = _boxed_contents(_completion_text(completion))
         ok = len(boxes) == 1 and boxes[0] is not None and _BARE_LETTER.fullmatch(boxes[0]) is not None
         scores.append(bonus if ok else 0.0)
+    return scores
+
+
+def stated_option(text: str) -> str | None:
+    r"""What a completion states before its first `\boxed{`, stripped (the stated-answer format
+    of `warmup.state_answer`: `Yes \boxed{B}`); None when it has no box.
+
+    >>> stated_option(r" 70-79 \boxed{E} Therefore, the answer is E."), stated_option("Yes")
+    ('70-79', None)
+    """
+    match = _BOXED.search(text)
+    return text[: match.start()].strip() if match else None
+
+
+def consistent_letter_reward(completions: list[Any], options: list[list[str]], **kwargs: Any) -> list[float]:
+    r"""1.0 where the boxed letter names the option whose text the completion stated before the box,
+    else 0.0; `options[i]` are completion i's options in the order its prompt showed them.
+
+    No ground truth: a format reward for the stated-answer format. It keeps the box tied to the
+    stated answer, which GRPO on `boxed_letter_reward` alone unties: the study's reward lands on the
+    letter token, and after 20 steps on masked values the model boxed "A" whatever it had stated.
+    Beside the study's reward it held the box (agreement 64% -> 83%) but the policy then stated the
+    first option, whose letter is the easiest to name: no gain (docs/results.md).
+
+    >>> opts = [["No", "Yes"], ["Yes", "No"], ["No", "Yes"], ["No", "Yes"]]
+    >>> consistent_letter_reward([r"Yes \boxed{B}", r"Yes \boxed{A}.", r"Yes \boxed{A}", "Yes B"], opts)
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    if len(completions) != len(options):
+        raise ValueError(f"{len(completions)} completions but {len(options)} option lists")
+    scores = []
+    for completion, shown in zip(completions, options):
+        text = _completion_text(completion)
+        letter = extract_boxed_letter(text)
+        named = shown[ord(letter) - ord("A")] if letter and ord(letter) - ord("A") < len(shown) else None
+        scores.append(float(named is not None and stated_option(text) == named.strip()))
     return scores
 
 

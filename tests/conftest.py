@@ -19,7 +19,8 @@ def ray_local():
         root = str(Path(__file__).resolve().parents[1])
         # address="local": a new cluster, never one that `ray start` left running on this machine
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": root}})
+                 runtime_env={"env_vars": {"PYTHONPATH": root},
+                              "worker_process_setup_hook": "creason.raycluster.quiet_state_api_warnings"})
     yield ray
     ray.shutdown()
 

@@ -186,3 +186,18 @@ def test_stated_letter_reads_unboxed_answers(text, letter):
 
 def test_stated_letter_reward_scores_right_answers_only():
     assert rewards.stated_letter_reward(["A. 60-69", "E. 70-79", "no idea"], ["E", "E", "E"]) == [0.0, 1.0, 0.0]
+
+
+def test_consistent_letter_reward_ties_the_box_to_the_stated_option():
+    options = [["2", "8", "0", "4", "6"]] * 5 + [["No", "Yes"]]
+    texts = [
+        "0 \\boxed{C} Therefore, the answer is C.",  # "0" is C: consistent
+        "0 \\boxed{A}",  # boxed "2"
+        "10 \\boxed{C}",  # stated text is no option ("0" is not "10")
+        "0",  # no box
+        "Thinking. 0 \\boxed{C}",  # more than the option before the box
+        "Yes \\boxed{E}",  # a letter past the question's options
+    ]
+    assert rewards.consistent_letter_reward(texts, options) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="2 completions but 1 option lists"):
+        rewards.consistent_letter_reward(["a", "b"], [["x"]])

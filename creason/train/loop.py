@@ -144,8 +144,8 @@ class GrpoTrainer:
                                           step_sampling(self.spec.model_copy(update={"n": n}), self.cfg.seed, step),
                                           version=step, recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
-        completions, truths = regroup(prompts, sampled, self.spec.n)
-        scored = score_rollouts(truths, completions, self.rewards, self.cfg.algorithm)
+        completions, shown = regroup(prompts, sampled, self.spec.n)
+        scored = score_rollouts(shown, completions, self.rewards, self.cfg.algorithm)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
         scored.metrics["generate_tokens"] = gen["tokens"]

@@ -21,7 +21,13 @@ from creason.algo import (
 )
 from creason.config import AlgorithmConfig
 from creason.data.questions import LETTERS, rotate_options
-from creason.rewards import boxed_letter_reward, extract_boxed_letter, load_reward, score_completions
+from creason.rewards import (
+    boxed_letter_reward,
+    consistent_letter_reward,
+    extract_boxed_letter,
+    load_reward,
+    score_completions,
+)
 from creason.rollout.types import Completion
 from creason.contracts import Question
 
@@ -68,14 +74,14 @@ def group_prompts(questions: list[Question], group_size: int, rotate: bool) -> t
 
 
 def regroup(prompts: list[Question], sampled: list[list[Completion]], group_size: int
-            ) -> tuple[list[list[Completion]], list[list[str]]]:
+            ) -> tuple[list[list[Completion]], list[list[Question]]]:
     """The completions of `prompts` (`group_prompts`, in order) as groups of `group_size`, with the
-    right letter of each completion."""
-    flat = [(c, q.ground_truth) for q, completions in zip(prompts, sampled, strict=True) for c in completions]
+    question each completion answered, as shown (its options' order, its right letter)."""
+    flat = [(c, q) for q, completions in zip(prompts, sampled, strict=True) for c in completions]
     if len(flat) % group_size:
         raise ValueError(f"{len(flat)} completions do not make groups of {group_size}")
     cut = range(0, len(flat), group_size)
-    return [[c for c, _ in flat[i:i + group_size]] for i in cut], [[t for _, t in flat[i:i + group_size]] for i in cut]
+    return [[c for c, _ in flat[i:i + group_size]] for i in cut], [[q for _, q in flat[i:i + group_size]] for i in cut]
 
 
 def load_rewards(cfg: AlgorithmConfig) -> list[tuple[Callable, float]]:
@@ -94,18 +100,21 @@ def letter_shares(texts: list[str]) -> dict[str, float]:
 
 
 def score_rollouts(
-    truths: list[list[str]],
+    shown: list[list[Question]],
     completions: list[list[Completion]],
     rewards: list[tuple[Callable, float]],
     cfg: AlgorithmConfig,
 ) -> ScoredRollouts:
     """Rewards, truncation handling, group-relative advantages and zero-variance filtering of the
-    groups `completions`; `truths[i][j]` is the right letter for completion j of group i."""
+    groups `completions`; `shown[i][j]` is the question completion j of group i answered, as shown.
+    Reward functions get its right letter (`ground_truth`) and its options in that order (`options`)."""
     start = time.perf_counter()
     group = len(completions[0])
     flat = [c for per_prompt in completions for c in per_prompt]
-    truth = [t for per_prompt in truths for t in per_prompt]
-    scores, errors = score_completions(rewards, [c.text for c in flat], truth)
+    questions = [q for per_prompt in shown for q in per_prompt]
+    truth = [q.ground_truth for q in questions]
+    texts, options = [c.text for c in flat], [q.options for q in questions]
+    scores, errors = score_completions(rewards, texts, truth, options=options)
     scores, nonfinite = finite_rewards(torch.tensor(scores, dtype=torch.float32))  # NaN/inf scored 0
     truncated = torch.tensor([c.finish_reason == "length" for c in flat])
     r, keep_mask = apply_truncation(scores, torch.ones(len(flat), 1), truncated,
@@ -115,7 +124,7 @@ def score_rollouts(
     zero_var = zero_variance_groups(r)
     keep_groups = dynamic_sampling_mask(r) if cfg.filter_zero_variance else torch.ones(len(completions), dtype=torch.bool)
     kept = [i for i in range(len(flat)) if keep_groups[i // group]]
-    correct = torch.tensor(boxed_letter_reward([c.text for c in flat], truth))  # the study's accuracy, whatever the rewards
+    correct = torch.tensor(boxed_letter_reward(texts, truth))  # the study's accuracy, whatever the rewards
     lengths = torch.tensor([len(c.token_ids) for c in flat], dtype=torch.float32)
     metrics = {
         "reward_mean": r.mean().item(),
@@ -126,7 +135,8 @@ def score_rollouts(
         "completion_length": lengths.mean().item(),
         "reward_errors": len(errors),
         "nonfinite_rewards": int(nonfinite.sum()),
-        **letter_shares([c.text for c in flat]),
+        **letter_shares(texts),
+        "stated_box_agreement": sum(consistent_letter_reward(texts, options)) / len(flat),
         "score_seconds": time.perf_counter() - start,
     }
     return ScoredRollouts(

@@ -32,7 +32,7 @@ def test_non_finite_rewards_scored_zero_and_counted():
     # group 1: [inf -> 0, 0, 0, 0]: all equal -> 0
     texts = [["good", "nan", "bad", "good"], ["inf", "bad", "bad", "bad"]]
     completions = [[completion(i, t) for t in group] for i, group in enumerate(texts)]
-    scored = score_rollouts([[q.ground_truth] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig())
+    scored = score_rollouts([[q] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig())
     assert scored.metrics["nonfinite_rewards"] == 2
     assert scored.metrics["reward_mean"] == pytest.approx(2 / 8)
     assert scored.advantages == pytest.approx([0.866024, -0.866024, -0.866024, 0.866024, 0, 0, 0, 0], abs=1e-6)
@@ -42,7 +42,7 @@ def test_advantage_eps_is_read_from_the_config():
     questions = [question("q")]
     completions = [[completion(0, t) for t in ["good", "bad", "bad", "good"]]]
     # 0.5 / (0.577350 + 0.0001) = 0.865875
-    scored = score_rollouts([[q.ground_truth] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig(advantage_eps=1e-4))
+    scored = score_rollouts([[q] * 4 for q in questions], completions, [(shaky_reward, 1.0)], AlgorithmConfig(advantage_eps=1e-4))
     assert scored.advantages[0] == pytest.approx(0.865875, abs=1e-6)
 
 
@@ -62,8 +62,9 @@ def test_rotated_groups_make_every_letter_right_equally_often():
     assert [q.answer_text for q in prompts] == ["4"] * 10 + ["No"] * 10  # the same answer, shown at other letters
     assert [q.ground_truth for q in prompts[:10]] == list("DDCCBBAAEE")
     sampled = [[completion(i, f"{q.ground_truth}{i}")] for i, q in enumerate(prompts)]
-    groups, truths = regroup(prompts, sampled, 10)
+    groups, shown = regroup(prompts, sampled, 10)
     assert [len(g) for g in groups] == [10, 10]
+    truths = [[q.ground_truth for q in group] for group in shown]
     assert sorted(truths[0]) == sorted("ABCDE" * 2) and sorted(truths[1]) == sorted("AB" * 5)
     assert [c.text for c in groups[1][:2]] == ["A10", "A11"]
     assert group_prompts(questions, 10, rotate=False) == (questions, 10)
@@ -75,6 +76,25 @@ def test_scored_rollouts_keep_each_completion_s_group():
     questions = [question(f"q{i}") for i in range(3)]
     texts = [["good", "bad"], ["bad", "bad"], ["bad", "good"]]  # the middle group has no signal and is dropped
     completions = [[completion(i, t) for t in group] for i, group in enumerate(texts)]
-    scored = score_rollouts([[q.ground_truth] * 2 for q in questions], completions, [(shaky_reward, 1.0)],
+    scored = score_rollouts([[q] * 2 for q in questions], completions, [(shaky_reward, 1.0)],
                             AlgorithmConfig(filter_zero_variance=True))
     assert scored.group_ids == [0, 0, 2, 2]
+
+
+def test_rewards_read_each_completion_s_options_as_its_prompt_showed_them():
+    """A rotated group: "Yes" boxed at the letter its own prompt showed it under is consistent,
+    the same letter under the other order is not; the study's reward follows each prompt's truth."""
+    from creason.rewards import boxed_letter_reward, consistent_letter_reward
+    from creason.train.rollouts import group_prompts, regroup
+
+    prompts, _ = group_prompts([rotatable("q2", ["No", "Yes"], "B")], 4, rotate=True)
+    assert [q.options for q in prompts] == [["No", "Yes"]] * 2 + [["Yes", "No"]] * 2
+    texts = ["Yes \\boxed{B}", "Yes \\boxed{A}", "Yes \\boxed{A}", "No \\boxed{A}"]
+    groups, shown = regroup(prompts, [[completion(i, t)] for i, t in enumerate(texts)], 4)
+    rewards = [(consistent_letter_reward, 1.0), (boxed_letter_reward, 1.0)]
+    scored = score_rollouts(shown, groups, rewards, AlgorithmConfig(filter_zero_variance=False))
+    # consistent: 1, 0, 1, 0; right ("Yes" is B, then A): 1, 0, 1, 1 (a lucky letter) -> 2, 0, 2, 1
+    # mean 1.25, unbiased std sqrt(2.75 / 3) = 0.957427
+    assert scored.metrics["reward_mean"] == pytest.approx(1.25)
+    assert scored.metrics["stated_box_agreement"] == 0.5
+    assert scored.advantages == pytest.approx([0.783349, -1.305582, 0.783349, -0.261116], abs=1e-5)
