@@ -2,8 +2,9 @@ r"""The study's rewards: the letter in the first `\boxed{...}` against the groun
 
 Reward functions are plain callables `(completions, **kwargs) -> list[float]` as in TRL; dataset
 columns arrive as keyword lists, one entry per completion: `ground_truth` (the right letter) and,
-in the training loop, `options` (the option texts in the order that completion's prompt showed). A completion is a
-string, or a conversation (list of {"role", "content"} messages) whose last message is scored.
+in the training loop, `options` (the option texts in the order that completion's prompt showed).
+A completion is a string, or a conversation (list of {"role", "content"} messages) whose last
+message is scored.
 `score_completions` combines weighted rewards and survives a reward function that raises.
 """
 
@@ -14,6 +15,8 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from creason.contracts import LETTERS
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +138,8 @@ def consistent_letter_reward(completions: list[Any], options: list[list[str]], *
     for completion, shown in zip(completions, options):
         text = _completion_text(completion)
         letter = extract_boxed_letter(text)
-        named = shown[ord(letter) - ord("A")] if letter and ord(letter) - ord("A") < len(shown) else None
-        scores.append(float(named is not None and stated_option(text) == named.strip()))
+        index = LETTERS.index(letter) if letter else len(shown)
+        scores.append(float(index < len(shown) and stated_option(text) == shown[index].strip()))
     return scores
 
 

@@ -18,16 +18,7 @@ from common import machine_line
 from creason.contracts import LETTERS
 from creason.evaluate.scoring import MAJORITY
 from creason.evaluate.stats import mcnemar
-
-
-def stated_text(reasoning: str) -> str | None:
-    r"""The text a completion states before its first `\boxed{`, or None without a box.
-
-    >>> stated_text("No \\boxed{B}"), stated_text("Lactate 4.1 \\boxed{C} Therefore"), stated_text("B")
-    ('No', 'Lactate 4.1', None)
-    """
-    head, box, _ = reasoning.partition("\\boxed{")
-    return head.strip() if box else None
+from creason.rewards import stated_option
 
 
 def stated_rows(rows: list[dict], model: str) -> list[dict]:
@@ -36,7 +27,7 @@ def stated_rows(rows: list[dict], model: str) -> list[dict]:
     out = []
     for r in rows:
         answer = r["answers"][model]
-        text = stated_text(answer.get("reasoning", ""))
+        text = stated_option(answer.get("reasoning", ""))
         text_letter = LETTERS[r["options"].index(text)] if text in r["options"] else None
         out.append({"kind": r["question_kind"], "stated_right": text == r["answer_text"],
                     "stated_is_option": text_letter is not None,
