@@ -349,9 +349,11 @@ class WarmupConfig(_Section):
     its own answers written as `\\boxed{X}`, so that the study's reward can tell right from wrong."""
 
     enabled: bool = Field(False, description="Run the warm-up in `creason quickstart` / the pipeline, and train from its model.")
-    answers: Literal["own", "ground_truth"] = Field(
+    answers: Literal["own", "random", "ground_truth"] = Field(
         "own", description="Letter boxed in each example: `own` (the model's own forced letter: format only, no "
-        "ground truth) or `ground_truth` (supervised fine-tuning: report it as such)."
+        "ground truth), `random` (one of the question's options, uniformly: the format and, with `state_answer`, "
+        "the copy from an option's text to its letter, with no answer taught) or `ground_truth` (supervised "
+        "fine-tuning: report it as such)."
     )
     questions: int = Field(256, ge=1, description="Training questions (of `train.question_kinds`) the examples come from.")
     restate_answer: bool = Field(

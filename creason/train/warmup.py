@@ -11,8 +11,10 @@ fine-tuning teaches the format while the letters it boxes keep the model's own d
 expectation the cross-entropy of samples of a distribution has no gradient at that distribution),
 and GRPO still has different answers to compare within a group. Its argmax would not do: this
 model puts "D" first on 64% of questions, and learning that collapses every group to one answer.
-`ground_truth` boxes the right letter instead, which is supervised fine-tuning: report it as its
-own row (with `reasoning_tokens: 0` it asks the model nothing, so no engine starts).
+`random` boxes one of the question's options drawn uniformly: no answer is taught and none of the
+model's is kept, so every answer is GRPO's to learn. `ground_truth` boxes the right letter instead,
+which is supervised fine-tuning: report it as its own row (with `reasoning_tokens: 0` neither asks the
+model anything, so no engine starts).
 `state_answer` names the option's text before the box, so that the record's signal is one target
 whatever the option order. `restate_answer` also teaches the sentence the protocol's forced step
 continues after the box, so that the forced letter is the one the model boxed (run 4 of
@@ -46,6 +48,7 @@ from torch import Tensor
 from creason.atomic import write_text_atomic
 from creason.storage import local_dir, push_run
 from creason.config import CreasonConfig, WarmupConfig
+from creason.contracts import LETTERS
 from creason.evaluate.protocol import FORCE_SUFFIX
 
 #: The completion's answer (X: the letter), as the study's reward parses it
@@ -244,11 +247,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
         answers, _ = (answerer or default_answerer(own, log))(model_path, questions)
     answered = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if w.answers == "own":
-        draws = np.random.default_rng([cfg.seed, 11]).random(len(answers))
-        letters = [own_letter(a.letter_logprobs, u) for a, u in zip(answers, draws)]
-    else:
-        letters = [q.ground_truth for q in questions]
+    letters = warmup_letters(w.answers, questions, answers, cfg.seed)
     end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     reasonings = ([tokenizer.decode(a.reasoning_token_ids, skip_special_tokens=True) for a in answers] if answers
                   else [""] * len(questions))
@@ -279,12 +278,26 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
     return summary
 
 
+def warmup_letters(kind: str, questions: list, answers: list, seed: int) -> list[str]:
+    """The letter each example boxes (`warmup.answers`): `own` draws from the model's own forced-letter
+    probabilities, `random` one of the question's options uniformly (the format and the copy from the
+    option's text to its letter, and no answer: every answer is left for GRPO to learn), `ground_truth`
+    the right letter (supervised fine-tuning)."""
+    rng = np.random.default_rng([seed, 11])
+    if kind == "own":
+        return [own_letter(a.letter_logprobs, u) for a, u in zip(answers, rng.random(len(answers)))]
+    if kind == "random":
+        return [LETTERS[int(rng.integers(len(q.options)))] for q in questions]
+    return [q.ground_truth for q in questions]
+
+
 def needs_model_answers(w: WarmupConfig) -> bool:
     """Whether the examples need the model's answers: its letters (`own`) or its reasoning. Boxing
-    the ground truth with no reasoning (`ground_truth`, `reasoning_tokens: 0`) needs no engine.
+    a drawn or the right letter with no reasoning (`random`, `ground_truth`, `reasoning_tokens: 0`) needs
+    no engine.
 
-    >>> needs_model_answers(WarmupConfig(answers="own")), needs_model_answers(WarmupConfig(answers="ground_truth"))
-    (True, False)
+    >>> [needs_model_answers(WarmupConfig(answers=a)) for a in ("own", "random", "ground_truth")]
+    [True, False, False]
     """
     return w.answers == "own" or w.reasoning_tokens > 0
 

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from creason.config import load_config
-from creason.train.warmup import nll_loss, own_letter, warmup_examples
+from creason.contracts import Question
+from creason.train.warmup import nll_loss, own_letter, warmup_examples, warmup_letters
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,27 @@ def test_own_letters_follow_the_models_probabilities():
     assert abs(share_a - 0.2) < 0.02
     with pytest.raises(ValueError, match="no log-prob"):
         own_letter({"A": None}, 0.5)
+
+
+def _question(n_options: int, right: str) -> Question:
+    return Question(question_id="q", patient="0" * 16, split="train", question_kind="masked_value", variable="v",
+                    display_name="V", section="S", variable_kind="categorical",
+                    options=[f"o{i}" for i in range(n_options)], answer_text="o0", answer_value=None, messages=[],
+                    ground_truth=right, data_source="test")
+
+
+def test_random_letters_are_uniform_over_each_questions_options_and_blind_to_the_answer():
+    """`random` teaches no answer: the letters are the same whatever the right ones are, cover each question's
+    own options only, about evenly, and repeat with the seed."""
+    twos, fives = [_question(2, "A")] * 2000, [_question(5, "E")] * 2000
+    letters = warmup_letters("random", twos + fives, [], seed=3)
+    moved = warmup_letters("random", [_question(2, "B")] * 2000 + [_question(5, "A")] * 2000, [], seed=3)
+    assert letters == moved and letters == warmup_letters("random", twos + fives, [], seed=3)
+    assert letters != warmup_letters("random", twos + fives, [], seed=4)
+    assert set(letters[:2000]) == {"A", "B"} and set(letters[2000:]) == set("ABCDE")
+    assert all(abs(letters[:2000].count(x) / 2000 - 0.5) < 0.04 for x in "AB")
+    assert all(abs(letters[2000:].count(x) / 2000 - 0.2) < 0.03 for x in "ABCDE")
+    assert warmup_letters("ground_truth", fives[:3], [], seed=3) == ["E"] * 3
 
 
 def test_nll_is_the_token_mean_over_the_whole_batch():
