@@ -242,6 +242,12 @@ class AlgorithmConfig(_Section):
     ref_refresh_every: int = Field(0, ge=0, description="Mix the policy into the reference every k steps (0: never; study: 64).")
     ref_refresh_alpha: float = Field(0.9, ge=0, le=1, description="ref = alpha * policy + (1 - alpha) * ref at a refresh.")
     filter_zero_variance: bool = Field(False, description="Drop groups whose rewards are all equal (dynamic sampling).")
+    answer_balance: bool = Field(
+        False, description="Scale each question's advantages by its answer's weight among the training questions of "
+        "its variable, n_variable / (answers seen * n_answer) (`creason.algo.balanced_answer_weights`): every answer "
+        "of a variable then weighs the same, so preferring the common answer (\"No\") without reading the record "
+        "earns nothing."
+    )
     truncation: Literal["mask", "penalty", "none"] = Field(
         "mask", description="Completions cut at max_new_tokens: left out of the loss, penalised, or kept."
     )

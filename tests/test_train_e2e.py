@@ -33,6 +33,7 @@ def _overrides(out: Path, model: Path, steps: int) -> list[str]:
         "train.micro_batch_size=3", "train.lr=1e-3", "train.warmup_ratio=0", "algorithm.beta=0.04", "train.eval_every=2",
         "train.eval_questions=3", "evaluate.max_new_tokens=24",
         "algorithm.truncation=none", "algorithm.filter_zero_variance=false", "algorithm.rewards=[{path: 'tests.helpers:even_length_reward'}]",
+        "algorithm.answer_balance=true",
     ]
 
 
@@ -64,6 +65,7 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
         for phase in ("generate", "score", "reference", "train", "sync"):
             assert r[f"time_{phase}_s"] >= 0
         assert r["generate_tokens"] == round(r["completion_length"] * r["completions"])  # every sampled token counted
+        assert r["answer_weight_mean"] > 0  # algorithm.answer_balance: the training questions' weights reached scoring
     policy = latest_checkpoint(result.checkpoint.path) / "policy"
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     after = load_file(str(policy / "model.safetensors"))

@@ -2,6 +2,7 @@
 
 from creason.algo.advantages import (
     ADVANTAGE_ESTIMATORS,
+    balanced_answer_weights,
     compute_advantages,
     dynamic_sampling_mask,
     finite_rewards,
@@ -27,6 +28,7 @@ __all__ = [
     "TRUNCATION_MODES",
     "aggregate",
     "apply_truncation",
+    "balanced_answer_weights",
     "clipped_policy_loss",
     "compute_advantages",
     "dynamic_sampling_mask",

@@ -18,7 +18,8 @@ otherwise make its whole group NaN).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections import Counter
+from typing import Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -103,6 +104,24 @@ def grpo_batch_std_advantage(rewards: Tensor, group_index: Tensor, eps: float) -
     mean, _ = group_mean_std(rewards, group_index, int(group_index.max()) + 1)
     batch_std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
     return (rewards - mean[group_index]) / (batch_std + eps)
+
+
+def balanced_answer_weights(labels: Sequence[tuple[Hashable, Hashable]]) -> dict[tuple[Hashable, Hashable], float]:
+    """Weight of each (variable, answer) pair seen in `labels`: n_variable / (K * n_pair), K the answers seen
+    for that variable (`algorithm.answer_balance`).
+
+    Scaling a question's advantages by its answer's weight gives every answer of a variable the same total
+    weight, so a policy that ignores the record earns as much preferring one answer (the usual "No") as
+    another: a constant answer's weighted reward is n_variable / K whichever it is, and only reading the
+    record raises it. The weights of a variable's questions average 1.
+
+    >>> balanced_answer_weights([("shock", "No")] * 4 + [("shock", "Yes"), ("sex", "Male")])
+    {('shock', 'No'): 0.625, ('shock', 'Yes'): 2.5, ('sex', 'Male'): 1.0}
+    """
+    pairs = Counter(labels)
+    per_variable = Counter(v for v, _ in labels)
+    answers = Counter(v for v, _ in pairs)
+    return {(v, a): per_variable[v] / (answers[v] * n) for (v, a), n in pairs.items()}
 
 
 def finite_rewards(rewards: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from creason.algo import should_refresh_reference
+from creason.algo import balanced_answer_weights, should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig, TrainConfig
 from creason.rollout.actor import answer_on_actors, generate_on_actors
@@ -102,6 +102,8 @@ class GrpoTrainer:
         self.val = load_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
                                        cfg.evaluate.seed) if t.eval_every else []
         self.rewards = load_rewards(cfg.algorithm)
+        self.answer_weights = (balanced_answer_weights([(q.variable, q.answer_text) for q in self.stream.questions])
+                               if cfg.algorithm.answer_balance else None)
         self.share_prompts = shares_prompt_forward(t)
         self.sync = make_weight_sync(cfg.rollout.weight_sync, actors) if self.rank == 0 else None
         folder = local_dir(cfg.output_dir) / "train"
@@ -145,7 +147,7 @@ class GrpoTrainer:
                                           version=step, recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
         completions, shown = regroup(prompts, sampled, self.spec.n)
-        scored = score_rollouts(shown, completions, self.rewards, self.cfg.algorithm)
+        scored = score_rollouts(shown, completions, self.rewards, self.cfg.algorithm, self.answer_weights)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
         scored.metrics["generate_tokens"] = gen["tokens"]

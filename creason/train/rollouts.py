@@ -104,10 +104,12 @@ def score_rollouts(
     completions: list[list[Completion]],
     rewards: list[tuple[Callable, float]],
     cfg: AlgorithmConfig,
+    answer_weights: dict[tuple[str, str], float] | None = None,
 ) -> ScoredRollouts:
     """Rewards, truncation handling, group-relative advantages and zero-variance filtering of the
     groups `completions`; `shown[i][j]` is the question completion j of group i answered, as shown.
-    Reward functions get its right letter (`ground_truth`) and its options in that order (`options`)."""
+    Reward functions get its right letter (`ground_truth`) and its options in that order (`options`).
+    `answer_weights` (`balanced_answer_weights` by (variable, answer text)) scale each group's advantages."""
     start = time.perf_counter()
     group = len(completions[0])
     flat = [c for per_prompt in completions for c in per_prompt]
@@ -121,6 +123,9 @@ def score_rollouts(
                                     cfg.truncation, cfg.truncation_penalty)  # (B,), (B, 1): one mask per completion
     r = r.view(len(completions), group)
     advantages = compute_advantages(r, cfg.advantage, eps=cfg.advantage_eps)  # (P, G)
+    if answer_weights is not None:
+        weights = torch.tensor([answer_weights[(g[0].variable, g[0].answer_text)] for g in shown])  # (P,)
+        advantages = advantages * weights[:, None]
     zero_var = zero_variance_groups(r)
     keep_groups = dynamic_sampling_mask(r) if cfg.filter_zero_variance else torch.ones(len(completions), dtype=torch.bool)
     kept = [i for i in range(len(flat)) if keep_groups[i // group]]
@@ -139,6 +144,8 @@ def score_rollouts(
         "stated_box_agreement": sum(consistent_letter_reward(texts, options)) / len(flat),
         "score_seconds": time.perf_counter() - start,
     }
+    if answer_weights is not None:
+        metrics["answer_weight_mean"] = weights.mean().item()
     return ScoredRollouts(
         prompt_token_ids=[flat[i].prompt_token_ids for i in kept],
         response_token_ids=[flat[i].token_ids for i in kept],

@@ -9,6 +9,7 @@ import torch
 
 from creason.algo import advantages
 from creason.algo.advantages import (
+    balanced_answer_weights,
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     dynamic_sampling_mask,
@@ -166,3 +167,15 @@ def test_errors():
 def test_doctests():
     result = doctest.testmod(advantages)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_balanced_answer_weights_pay_every_constant_answer_the_same():
+    labels = [("shock", "No")] * 7 + [("shock", "Yes")] * 3 + [("sofa", s) for s in "aaaaaabbbc"]
+    weights = balanced_answer_weights(labels)
+    assert weights[("shock", "No")] == pytest.approx(10 / (2 * 7))
+    for variable, answers in {"shock": ["No", "Yes"], "sofa": list("abc")}.items():
+        mine = [weights[(v, a)] for v, a in labels if v == variable]
+        assert sum(mine) / len(mine) == pytest.approx(1.0)  # the variable's questions average 1
+        # a policy answering `a` whatever the record: its weighted reward is the same for every `a`
+        paid = [sum(weights[(v, x)] for v, x in labels if v == variable and x == a) for a in answers]
+        assert paid == pytest.approx([paid[0]] * len(answers))

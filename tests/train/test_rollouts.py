@@ -98,3 +98,18 @@ def test_rewards_read_each_completion_s_options_as_its_prompt_showed_them():
     assert scored.metrics["reward_mean"] == pytest.approx(1.25)
     assert scored.metrics["stated_box_agreement"] == 0.5
     assert scored.advantages == pytest.approx([0.783349, -1.305582, 0.783349, -0.261116], abs=1e-5)
+
+
+def test_answer_weights_scale_each_group_s_advantages_by_its_answer():
+    common = question("common")  # variable "death", answer "W"
+    rare = common.model_copy(update={"question_id": "rare", "answer_text": "X", "ground_truth": "B"})
+    texts = ["good", "bad", "bad", "good"]
+    completions = [[completion(i, t) for t in texts] for i in range(2)]
+    shown = [[common] * 4, [rare] * 4]
+    weights = {("death", "W"): 0.625, ("death", "X"): 2.5}
+    plain = score_rollouts(shown, completions, [(shaky_reward, 1.0)], AlgorithmConfig())
+    balanced = score_rollouts(shown, completions, [(shaky_reward, 1.0)], AlgorithmConfig(), weights)
+    assert balanced.advantages == pytest.approx([a * 0.625 for a in plain.advantages[:4]]
+                                                + [a * 2.5 for a in plain.advantages[4:]])
+    assert balanced.metrics["answer_weight_mean"] == pytest.approx((0.625 + 2.5) / 2)
+    assert "answer_weight_mean" not in plain.metrics
