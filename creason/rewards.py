@@ -143,6 +143,26 @@ def consistent_letter_reward(completions: list[Any], options: list[list[str]], *
     return scores
 
 
+def stated_and_boxed_reward(completions: list[Any], ground_truth: list[str], options: list[list[str]],
+                            **kwargs: Any) -> list[float]:
+    r"""1.0 where the completion states the right option's text AND boxes its letter, else 0.0: the
+    study's reward, paid only when the box follows what was said before it.
+
+    Why: on the stated-answer warm-up the study's reward alone pays a box that leaves the stated
+    text. In a group whose answer is the rare one the warm-up states the common answer, so the
+    samples that are right are mostly those whose box drifted; GRPO then moved the box onto one
+    letter (docs/results.md, runs 9 and "Where GRPO's points go"). Here only the stated answer can
+    earn, and only with its own letter.
+
+    >>> opts = [["No", "Yes"], ["No", "Yes"], ["No", "Yes"]]
+    >>> stated_and_boxed_reward([r"Yes \boxed{B}", r"No \boxed{B}", r"Yes \boxed{A}"], ["B", "B", "B"], opts)
+    [1.0, 0.0, 0.0]
+    """
+    boxed = boxed_letter_reward(completions, ground_truth)
+    consistent = consistent_letter_reward(completions, options)
+    return [b * c for b, c in zip(boxed, consistent)]
+
+
 _ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-E])(?![\w-])")
 _LINE_LETTER = re.compile(r"(?m)^\s*\(?([A-E])(?:[.):]|\s*$)")  # a line that starts "B. ...", "(C)", or is "A"
 

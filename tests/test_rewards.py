@@ -201,3 +201,17 @@ def test_consistent_letter_reward_ties_the_box_to_the_stated_option():
     assert rewards.consistent_letter_reward(texts, options) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="2 completions but 1 option lists"):
         rewards.consistent_letter_reward(["a", "b"], [["x"]])
+
+
+def test_stated_and_boxed_reward_pays_a_right_box_only_where_it_follows_the_stated_text():
+    options = [["2", "8", "0", "4", "6"]] * 4 + [["Yes", "No"]]
+    texts = [
+        "0 \\boxed{C} Therefore, the answer is C.",  # right text, its letter: paid
+        "2 \\boxed{C}",  # right box, but the stated text is "2" (A): the study's reward pays it, this does not
+        "0 \\boxed{A}",  # right text, wrong box
+        "8 \\boxed{B}",  # consistent, wrong answer
+        "No \\boxed{B}",  # right on a rotated 2-option question
+    ]
+    truth = ["C", "C", "C", "C", "B"]
+    assert rewards.boxed_letter_reward(texts, truth) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert rewards.stated_and_boxed_reward(texts, truth, options) == [1.0, 0.0, 0.0, 0.0, 1.0]

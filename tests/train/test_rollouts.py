@@ -100,6 +100,20 @@ def test_rewards_read_each_completion_s_options_as_its_prompt_showed_them():
     assert scored.advantages == pytest.approx([0.783349, -1.305582, 0.783349, -0.261116], abs=1e-5)
 
 
+def test_stated_and_boxed_reward_reads_each_rotated_prompt_s_options():
+    """The same rotated group: the lucky letter ("No" boxed at A, where A is "Yes") that the study's
+    reward pays earns nothing here; "Yes" boxed at its own prompt's letter earns 1."""
+    from creason.rewards import stated_and_boxed_reward
+    from creason.train.rollouts import group_prompts, regroup
+
+    prompts, _ = group_prompts([rotatable("q2", ["No", "Yes"], "B")], 4, rotate=True)
+    texts = ["Yes \\boxed{B}", "Yes \\boxed{A}", "Yes \\boxed{A}", "No \\boxed{A}"]
+    groups, shown = regroup(prompts, [[completion(i, t)] for i, t in enumerate(texts)], 4)
+    scored = score_rollouts(shown, groups, [(stated_and_boxed_reward, 1.0)], AlgorithmConfig(filter_zero_variance=False))
+    assert scored.metrics["reward_mean"] == 0.5  # 1, 0, 1, 0
+    assert scored.advantages[0] > 0 > scored.advantages[3]
+
+
 def test_answer_weights_scale_each_group_s_advantages_by_its_answer():
     common = question("common")  # variable "death", answer "W"
     rare = common.model_copy(update={"question_id": "rare", "answer_text": "X", "ground_truth": "B"})
