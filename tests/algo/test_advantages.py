@@ -9,8 +9,8 @@ import torch
 
 from creason.algo import advantages
 from creason.algo.advantages import (
-    balanced_answer_weights,
     ADVANTAGE_ESTIMATORS,
+    balanced_answer_weights,
     compute_advantages,
     dynamic_sampling_mask,
     finite_rewards,

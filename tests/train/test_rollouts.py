@@ -81,16 +81,24 @@ def test_scored_rollouts_keep_each_completion_s_group():
     assert scored.group_ids == [0, 0, 2, 2]
 
 
+def rotated_yes_no_group() -> tuple[list[list[Question]], list[list[Completion]]]:
+    """One group of 4 of a yes/no question ("Yes" is B), its options rotated (No/Yes twice, then
+    Yes/No twice), answered "Yes" boxed B, "Yes" A, "Yes" A, "No" A: (shown, completions)."""
+    from creason.train.rollouts import group_prompts, regroup
+
+    prompts, _ = group_prompts([rotatable("q2", ["No", "Yes"], "B")], 4, rotate=True)
+    texts = ["Yes \\boxed{B}", "Yes \\boxed{A}", "Yes \\boxed{A}", "No \\boxed{A}"]
+    completions, shown = regroup(prompts, [[completion(i, t)] for i, t in enumerate(texts)], 4)
+    return shown, completions
+
+
 def test_rewards_read_each_completion_s_options_as_its_prompt_showed_them():
     """A rotated group: "Yes" boxed at the letter its own prompt showed it under is consistent,
     the same letter under the other order is not; the study's reward follows each prompt's truth."""
     from creason.rewards import boxed_letter_reward, consistent_letter_reward
-    from creason.train.rollouts import group_prompts, regroup
 
-    prompts, _ = group_prompts([rotatable("q2", ["No", "Yes"], "B")], 4, rotate=True)
-    assert [q.options for q in prompts] == [["No", "Yes"]] * 2 + [["Yes", "No"]] * 2
-    texts = ["Yes \\boxed{B}", "Yes \\boxed{A}", "Yes \\boxed{A}", "No \\boxed{A}"]
-    groups, shown = regroup(prompts, [[completion(i, t)] for i, t in enumerate(texts)], 4)
+    shown, groups = rotated_yes_no_group()
+    assert [q.options for q in shown[0]] == [["No", "Yes"]] * 2 + [["Yes", "No"]] * 2
     rewards = [(consistent_letter_reward, 1.0), (boxed_letter_reward, 1.0)]
     scored = score_rollouts(shown, groups, rewards, AlgorithmConfig(filter_zero_variance=False))
     # consistent: 1, 0, 1, 0; right ("Yes" is B, then A): 1, 0, 1, 1 (a lucky letter) -> 2, 0, 2, 1
@@ -104,11 +112,8 @@ def test_stated_and_boxed_reward_reads_each_rotated_prompt_s_options():
     """The same rotated group: the lucky letter ("No" boxed at A, where A is "Yes") that the study's
     reward pays earns nothing here; "Yes" boxed at its own prompt's letter earns 1."""
     from creason.rewards import stated_and_boxed_reward
-    from creason.train.rollouts import group_prompts, regroup
 
-    prompts, _ = group_prompts([rotatable("q2", ["No", "Yes"], "B")], 4, rotate=True)
-    texts = ["Yes \\boxed{B}", "Yes \\boxed{A}", "Yes \\boxed{A}", "No \\boxed{A}"]
-    groups, shown = regroup(prompts, [[completion(i, t)] for i, t in enumerate(texts)], 4)
+    shown, groups = rotated_yes_no_group()
     scored = score_rollouts(shown, groups, [(stated_and_boxed_reward, 1.0)], AlgorithmConfig(filter_zero_variance=False))
     assert scored.metrics["reward_mean"] == 0.5  # 1, 0, 1, 0
     assert scored.advantages[0] > 0 > scored.advantages[3]
