@@ -292,6 +292,14 @@ class TrainConfig(_Section):
         "lower (6.08 against 6.81-6.91 GiB) and its training phase took 16% longer (docs/benchmarks.md).",
     )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="`bf16`: the training forward and backward compute in bfloat16 under torch.autocast "
+        "(DeepSpeed's `torch_autocast`; linear layers and attention), while the weights, their gradients, AdamW's "
+        "state, checkpoints and the weights sent to the rollout engines stay float32 (`model.precision: fp32`). GRPO "
+        "and the warm-up alike. For CPUs with AVX512-BF16 or AMX and for GPUs: on the 2-core AMD EPYC VM a forward "
+        "and backward of SmolLM2-135M took 0.63x the float32 time (docs/benchmarks.md). The rollout engines keep "
+        "`model.precision`: vLLM's CPU decode in bf16 needs AMX."
+    )
     lr: float = Field(1e-6, gt=0, description="Peak learning rate (study: 1e-6).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps of linear warm-up before the cosine decay.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -561,12 +569,15 @@ class CreasonConfig(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @model_validator(mode="after")
-    def _lora_fits(self) -> "CreasonConfig":
+    def _settings_fit(self) -> "CreasonConfig":
         if self.model.lora is not None and self.train.zero_stage == 3:
             raise ValueError("model.lora is not supported at train.zero_stage=3 (the adapters are small: use ZeRO 0-2)")
         if (self.model.lora is not None and self.model.lora.resolved_sync(self.rollout.gpus_per_actor) == "adapter"
                 and self.rollout.backend != "vllm"):
             raise ValueError("model.lora.sync=adapter needs rollout.backend=vllm (vLLM's LoRA); use sync=merged")
+        if self.train.mixed_precision == "bf16" and self.model.precision == "bf16":
+            raise ValueError("train.mixed_precision=bf16 needs model.precision=fp32 (bf16 weights already compute in "
+                             "bf16, with DeepSpeed's fp32 master copy)")
         return self
 
 

@@ -131,6 +131,7 @@ def test_trl_baseline_does_one_creason_step_of_work_per_optimizer_step():
     assert (args["per_device_train_batch_size"], args["num_generations"]) == (6, 4)
     assert (args["max_completion_length"], args["learning_rate"], args["warmup_steps"]) == (192, 2e-5, 2)
     assert args["use_cpu"] and not args["bf16"] and args["reward_weights"] == [1.0, 0.5]
+    assert trl.trl_arguments(load_config("quickstart", ["train.mixed_precision=bf16"]), "out", 1, [1.0])["bf16"]
     with pytest.raises(SystemExit, match="12 completions a step do not make micro-batches of 5"):
         trl.trl_arguments(load_config("quickstart", ["train.prompts_per_step=3", "train.micro_batch_size=5"]), "out", 1, [1.0])
 
@@ -162,11 +163,19 @@ def test_grpo_step_summary_takes_a_step_without_an_update():
     grpo_step = load_benchmark("grpo_step")
     step = {"completions": 80, "generate_tokens": 560, "completion_length": 7.0, "reward_mean": 0.5,
             "time_generate_s": 10.0, "time_score_s": 0.0, "time_sync_s": 0.5}
-    records = [{**step, "step": 1, "tokens": 400, "time_train_s": 20.0}, {**step, "step": 2},
-               {**step, "step": 3, "tokens": 300, "time_train_s": 10.0}]
+    records = [{**step, "step": 1, "tokens": 400, "time_train_s": 20.0, "mismatch": 0.5}, {**step, "step": 2},
+               {**step, "step": 3, "tokens": 300, "time_train_s": 10.0, "mismatch": 0.03}]
     s = grpo_step.summarize(records)
     assert s["steps_without_update"] == 1 and s["train_tokens_per_s"] == 30.0
     assert s["phase_s"]["train"] == 5.0 and s["step_s"] == 15.5
+    assert s["mismatch"] == 0.03  # of the steps that trained, the first left out
+
+
+def test_mixed_precision_benchmark_ratios():
+    import doctest
+
+    result = doctest.testmod(load_benchmark("mixed_precision"))
+    assert result.attempted == 1 and result.failed == 0
 
 
 def test_reading_curve_fits_the_regression_on_growing_training_sets(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 PRECISIONS = ("fp32", "bf16")
+MIXED_PRECISIONS = ("no", "bf16")
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -45,16 +46,21 @@ BUCKET_ELEMENTS = 50_000_000
 
 
 def deepspeed_config(
-    *, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, precision: str, grad_clip: float
+    *, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, precision: str, grad_clip: float,
+    mixed_precision: str = "no",
 ) -> dict:
     """The DeepSpeed config dict.
 
     micro_batch_size * grad_accum * world_size is only DeepSpeed's bookkeeping of samples per step:
     `grpo_update` owns accumulation (managed_gradient_accumulation False) and scales its losses.
     grad_clip <= 0 turns clipping off. precision "bf16" keeps fp32 master weights in the optimizer.
+    mixed_precision "bf16": the engine's forward runs under torch.autocast to bfloat16 (DeepSpeed's
+    `torch_autocast`), the weights and the gradients' reduction staying in `precision`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {mixed_precision!r}")
     if zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0..3, got {zero_stage}")
     return {
@@ -68,6 +74,9 @@ def deepspeed_config(
         "zero_optimization": {"stage": zero_stage, "reduce_bucket_size": BUCKET_ELEMENTS,
                               "allgather_bucket_size": BUCKET_ELEMENTS, "stage3_prefetch_bucket_size": BUCKET_ELEMENTS},
         "bf16": {"enabled": precision == "bf16"},
+        # no module's gradients reduced in bf16 (DeepSpeed's default for linear layers at ZeRO 1-3): the
+        # ranks' gradients add up in float32, as without autocast
+        "torch_autocast": {"enabled": mixed_precision == "bf16", "dtype": "bfloat16", "lower_precision_safe_modules": []},
         "zero_allow_untested_optimizer": True,  # a plain torch AdamW under ZeRO
         "steps_per_print": None,
         "wall_clock_breakdown": False,
@@ -111,6 +120,7 @@ def build_deepspeed_engine(
     grad_accum: int = 1,
     world_size: int | None = None,
     cpu_shm_comm: bool = False,
+    mixed_precision: str = "no",
 ):
     """(DeepSpeed engine, LambdaLR scheduler) for `model`; torch.distributed must be initialised
     (Ray Train does it; locally, `ensure_single_process_group()`).
@@ -130,7 +140,8 @@ def build_deepspeed_engine(
     )
     world_size = dist.get_world_size() if world_size is None else world_size
     config = deepspeed_config(micro_batch_size=micro_batch_size, grad_accum=grad_accum, world_size=world_size,
-                              zero_stage=zero_stage, precision=precision, grad_clip=grad_clip)
+                              zero_stage=zero_stage, precision=precision, grad_clip=grad_clip,
+                              mixed_precision=mixed_precision)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     return engine, scheduler
 
@@ -233,14 +244,15 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
 
 
 def build_reference(model: torch.nn.Module, *, zero_stage: int, precision: str, world_size: int,
-                    device: torch.device):
+                    device: torch.device, mixed_precision: str = "no"):
     """The frozen reference model (algorithm.beta > 0), placed as the policy is.
 
     ZeRO-3 (the policy partitioned over the W ranks): a DeepSpeed engine without an optimizer
     partitions the reference the same way (ZeRO-Inference), P/W weights a rank instead of a full
     copy (Phi-4 in bf16 on 4 GPUs: 7.3 GB instead of 29 GB each); its forward gathers each layer in
     turn, a collective, like the policy's. Below ZeRO-3 every rank holds the whole policy anyway,
-    and the reference stays a plain module on the policy's device.
+    and the reference stays a plain module on the policy's device (`compute_ref_logprobs` applies
+    `mixed_precision` to it; the ZeRO-3 engine applies its own).
     """
     model.eval().requires_grad_(False)
     if zero_stage < 3:
@@ -249,7 +261,7 @@ def build_reference(model: torch.nn.Module, *, zero_stage: int, precision: str, 
 
     skip_cpu_shm_comm_build()
     config = deepspeed_config(micro_batch_size=1, grad_accum=1, world_size=world_size, zero_stage=3,
-                              precision=precision, grad_clip=0.0)
+                              precision=precision, grad_clip=0.0, mixed_precision=mixed_precision)
     engine, _, _, _ = deepspeed.initialize(model=model, config=config)
     engine.eval()
     return engine

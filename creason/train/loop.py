@@ -91,13 +91,13 @@ class GrpoTrainer:
         self.engine, self.scheduler = build_deepspeed_engine(
             model, lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), warmup_steps=int(t.warmup_ratio * t.steps),
             total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
-            micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world,
+            micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world, mixed_precision=t.mixed_precision,
         )
         self.ref = None
         if cfg.algorithm.beta > 0:  # computes where the policy does, partitioned like it at ZeRO-3
             self.ref = build_reference(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
                                        zero_stage=t.zero_stage, precision=cfg.model.precision, world_size=self.world,
-                                       device=self.engine.device)
+                                       device=self.engine.device, mixed_precision=t.mixed_precision)
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
         self.val = load_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
                                        cfg.evaluate.seed) if t.eval_every else []
@@ -170,7 +170,8 @@ class GrpoTrainer:
         if self.ref is not None:
             t0 = time.perf_counter()
             local.ref_logp = compute_ref_logprobs(self.ref, local, self.cfg.train.micro_batch_size,
-                                                  share_prompts=self.share_prompts)
+                                                  share_prompts=self.share_prompts,
+                                                  mixed_precision=self.cfg.train.mixed_precision)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,

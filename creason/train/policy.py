@@ -106,7 +106,8 @@ def _shared_prompt_logits(model, rows: RolloutBatch, p: int) -> Tensor:
 def _score(logits: Tensor, batch: RolloutBatch, start: int, temperature: float, with_entropy: bool
            ) -> tuple[Tensor, Tensor | None]:
     """Log-probs (and entropies) of tokens start.. from their logits, zero off the response mask,
-    padded back to (B, T)."""
+    padded back to (B, T). Scored in float32 whatever the logits' dtype (bf16 under `train.mixed_precision`)."""
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     mask = batch.response_mask[:, start:].bool()

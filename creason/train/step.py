@@ -59,12 +59,14 @@ class TorchEngine:
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler=None,
-                 grad_clip: float = 0.0):
+                 grad_clip: float = 0.0, mixed_precision: str = "no"):
         self.module, self.optimizer, self.lr_scheduler, self.grad_clip = module, optimizer, lr_scheduler, grad_clip
+        self.mixed_precision = mixed_precision
         self._grad_norm: float | None = None
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        with mixed_precision_autocast(self.device, self.mixed_precision):  # as DeepSpeed's `torch_autocast`
+            return self.module(*args, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -249,18 +251,25 @@ def device_of(model) -> torch.device:
     return device if device is not None else next(model.parameters()).device
 
 
+def mixed_precision_autocast(device: torch.device, mixed_precision: str):
+    """torch.autocast to bfloat16 on `device` for `train.mixed_precision` "bf16"; disabled for "no"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 def _add(sums: dict[str, float], name: str, value: float) -> None:
     sums[name] = sums.get(name, 0.0) + value
 
 
 @torch.no_grad()
 def compute_ref_logprobs(ref_model, batch: RolloutBatch, micro_batch_size: int | None = None,
-                         temperature: float = 1.0, share_prompts: bool = False) -> Tensor:
+                         temperature: float = 1.0, share_prompts: bool = False, mixed_precision: str = "no") -> Tensor:
     """Log-probs (B, T) of the batch's tokens under the reference model (for beta > 0), aligned as
-    `batch.old_logp`; set them with `dataclasses.replace(batch, ref_logp=...)`."""
+    `batch.old_logp`; set them with `dataclasses.replace(batch, ref_logp=...)`. `mixed_precision`:
+    as the policy's forward (`train.mixed_precision`), so the KL starts at float noise."""
     T = batch.input_ids.shape[1]
     parts = []
     for chunk in micro_batches(batch, micro_batch_size or len(batch)):
-        logp, _ = sequence_logprobs(ref_model, chunk.to(device_of(ref_model)), temperature, share_prompts=share_prompts)
+        with mixed_precision_autocast(device_of(ref_model), mixed_precision):
+            logp, _ = sequence_logprobs(ref_model, chunk.to(device_of(ref_model)), temperature, share_prompts=share_prompts)
         parts.append(torch.nn.functional.pad(logp, (0, T - logp.shape[1])).to(batch.input_ids.device))
     return torch.cat(parts)

@@ -160,7 +160,8 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     steps_per_epoch = math.ceil(len(examples) / w.batch_size)
     engine, scheduler = build_deepspeed_engine(
         model, lr=w.lr, warmup_steps=0, total_steps=w.epochs * steps_per_epoch, min_lr_ratio=1.0, zero_stage=t.zero_stage,
-        precision=cfg.model.precision, grad_clip=t.grad_clip, micro_batch_size=w.micro_batch_size, world_size=world)
+        precision=cfg.model.precision, grad_clip=t.grad_clip, micro_batch_size=w.micro_batch_size, world_size=world,
+        mixed_precision=t.mixed_precision)
     pad = tokenizer.pad_token_id or 0
     losses: list[float] = []
     start = time.perf_counter()

@@ -74,6 +74,7 @@ def summarize(records: list[dict]) -> dict:
             "completion_length": [r["completion_length"] for r in steady],
             "train_tokens_per_s": statistics.mean([r["tokens"] / max(r["time_train_s"], 1e-9) for r in trained] or [0.0]),
             "steps_without_update": len(steady) - len(trained),
+            "mismatch": statistics.mean([r["mismatch"] for r in trained] or [0.0]),  # sampler vs trainer log-probs
             "reward_mean": [r["reward_mean"] for r in records]}
 
 

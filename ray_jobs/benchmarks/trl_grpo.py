@@ -3,7 +3,8 @@ run (issue 15's baseline). Needs the `bench` extra (`pip install -e '.[bench]'`:
 
 Both take the configuration's training questions (one question build, the same seed), its group
 size, prompts per step, completion budget, temperature, learning rate, KL weight and rewards, in
-float32 on this machine's cores:
+float32 on this machine's cores (both in bf16 mixed precision with `--set train.mixed_precision=bf16`:
+creason's training under DeepSpeed's `torch_autocast`, TRL's `bf16=True`, accelerate's autocast):
 - creason: `grpo_step.measure_loop` (vLLM rollout actor, Ray Train + DeepSpeed worker, weight sync);
 - TRL: `GRPOTrainer` in one process (Hugging Face `generate`), micro-batches of
   `train.micro_batch_size` completions accumulated to one optimizer step per generation, as
@@ -38,7 +39,7 @@ def trl_arguments(cfg, out_dir: str, steps: int, reward_weights: list[float]) ->
     if completions % micro:
         raise SystemExit(f"{completions} completions a step do not make micro-batches of {micro}")
     return dict(
-        output_dir=out_dir, max_steps=steps, seed=cfg.seed, use_cpu=True, bf16=False, report_to="none",
+        output_dir=out_dir, max_steps=steps, seed=cfg.seed, use_cpu=True, bf16=cfg.train.mixed_precision == "bf16", report_to="none",
         save_strategy="no", logging_steps=1, dataloader_num_workers=0,
         per_device_train_batch_size=micro, gradient_accumulation_steps=completions // micro,
         num_generations=cfg.rollout.group_size, max_completion_length=cfg.rollout.max_new_tokens,
