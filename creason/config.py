@@ -357,6 +357,12 @@ class TrainConfig(_Section):
             raise ValueError("train.loggers must keep `jsonl`: resuming a run and the report read metrics.jsonl")
         return list(dict.fromkeys(loggers))
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _bare_no(cls, value):
+        """YAML reads a bare `no` (in a file or a `--set`) as false: it means "no" here."""
+        return "no" if value is False else value
+
 
 class WarmupConfig(_Section):
     """Format warm-up before GRPO (`creason warmup`, creason/train/warmup.py): fine-tune the model on

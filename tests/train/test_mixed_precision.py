@@ -34,6 +34,7 @@ def test_deepspeed_config_turns_torch_autocast_on_for_bf16_only():
 
 def test_mixed_precision_needs_float32_weights():
     assert load_config("quickstart", ["train.mixed_precision=bf16"]).train.mixed_precision == "bf16"
+    assert load_config("quickstart", ["train.mixed_precision=no"]).train.mixed_precision == "no"  # YAML's false
     with pytest.raises(ConfigError, match="train.mixed_precision=bf16 needs model.precision=fp32"):
         load_config("quickstart", ["train.mixed_precision=bf16", "model.precision=bf16"])
 
