@@ -7,7 +7,7 @@ training tokens/s, completions/s, the sampler-vs-trainer `mismatch`, and the run
 bf16/fp32 ratios of the training phase and of the step.
 
     python ray_jobs/benchmarks/mixed_precision.py --config quickstart --steps 5 \\
-        --set algorithm.filter_zero_variance=false --out docs/benchmarks/mixed_precision.json
+        --set algorithm.filter_zero_variance=false --out docs/benchmarks/mixed_precision_quickstart.json
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ def trl_arguments(cfg, out_dir: str, steps: int, reward_weights: list[float]) ->
     if completions % micro:
         raise SystemExit(f"{completions} completions a step do not make micro-batches of {micro}")
     return dict(
-        output_dir=out_dir, max_steps=steps, seed=cfg.seed, use_cpu=True, bf16=cfg.train.mixed_precision == "bf16", report_to="none",
-        save_strategy="no", logging_steps=1, dataloader_num_workers=0,
+        output_dir=out_dir, max_steps=steps, seed=cfg.seed, use_cpu=True, bf16=cfg.train.mixed_precision == "bf16",
+        report_to="none", save_strategy="no", logging_steps=1, dataloader_num_workers=0,
         per_device_train_batch_size=micro, gradient_accumulation_steps=completions // micro,
         num_generations=cfg.rollout.group_size, max_completion_length=cfg.rollout.max_new_tokens,
         temperature=cfg.rollout.temperature, learning_rate=cfg.train.lr, warmup_steps=int(cfg.train.warmup_ratio * steps),
