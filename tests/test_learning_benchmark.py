@@ -274,3 +274,12 @@ def test_stated_answers_splits_the_loss_between_text_box_and_forced_letter(tmp_p
     assert m["all"]["boxed_right"] == pytest.approx(1 / 3) and m["all"]["forced_right"] == 0.0
     assert m["masked_value"]["stated_right"] == 0.5 and m["masked_value"]["box_is_stated"] == 0.5
     assert m["all"]["stated_vs_majority"]["a_only"] == 1 and m["all"]["stated_vs_majority"]["b_only"] == 1
+
+
+def test_a_failed_benchmark_step_prints_its_log_and_exits_naming_it(tmp_path, capsys):
+    common = load_benchmark("common")
+    wall, peak, at_peak = common.run_or_exit([sys.executable, "-c", "print('fine')"], tmp_path / "ok.log", "ok")
+    assert wall > 0 and peak > 0 and at_peak and (tmp_path / "ok.log").read_text() == "fine\n"
+    with pytest.raises(SystemExit, match=r"^training failed \(3\)$"):
+        common.run_or_exit([sys.executable, "-c", "print('the cause'); raise SystemExit(3)"], tmp_path / "bad.log", "training")
+    assert "the cause" in capsys.readouterr().out

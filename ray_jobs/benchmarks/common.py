@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psutil
 
@@ -66,6 +67,17 @@ def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 
         if log_path:
             out.close()
     return rc, time.perf_counter() - start, peak
+
+
+def run_or_exit(cmd: list[str], log_path: Path, what: str) -> tuple[float, int, dict[str, int]]:
+    """`run_monitored` (sampled every second) of a step that must succeed: (wall seconds, peak PSS in
+    bytes, PSS by process name at the peak); on failure the log's tail is printed and the benchmark exits."""
+    at_peak: dict[str, int] = {}
+    rc, wall, peak = run_monitored(cmd, log_path=str(log_path), every_s=1.0, at_peak=at_peak)
+    if rc != 0:
+        print(log_path.read_text()[-5000:])
+        raise SystemExit(f"{what} failed ({rc})")
+    return wall, peak, at_peak
 
 
 def step_quarters(steps: list[dict]) -> list[list[dict]]:

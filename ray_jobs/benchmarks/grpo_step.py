@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored, set_args
+from common import gib_by_process, machine_line, run_or_exit, set_args
 
 PHASES = ("generate", "score", "reference", "train", "sync")
 
@@ -103,11 +103,7 @@ def measure_loop(config: str, steps: int, patients: int, overrides: list[str], f
         standalone = standalone_generation(cfg, str(Path(out) / "questions"), steps)
         alone = standalone["tokens_per_s"]
         cmd = [sys.executable, "-m", "creason.cli", "train", "--config", config, *set_args(run)]
-        at_peak: dict[str, int] = {}
-        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "train.log"), every_s=1.0, at_peak=at_peak)
-        if rc != 0:
-            print((Path(out) / "train.log").read_text()[-5000:])
-            raise SystemExit(f"training failed ({rc})")
+        wall, peak, at_peak = run_or_exit(cmd, Path(out) / "train.log", "training")
         records = [json.loads(x) for x in (Path(out) / "train" / "metrics.jsonl").read_text().splitlines()]
     s = summarize(records)
     return {"machine": machine_line(), "config": config, "overrides": overrides, "steps": steps,

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored, set_args
+from common import gib_by_process, machine_line, run_or_exit, set_args
 from grpo_step import build_questions, measure_loop
 
 SETTINGS = ("no", "bf16")
@@ -50,11 +50,7 @@ def measure_warmup(config: str, patients: int, questions: int, overrides: list[s
         run = [f"output_dir={out}", f"data.num_patients={patients}", f"warmup.questions={questions}", *overrides]
         build_questions(config, run)
         cmd = [sys.executable, "-m", "creason.cli", "warmup", "--config", config, *set_args(run)]
-        at_peak: dict[str, int] = {}
-        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "warmup.log"), every_s=1.0, at_peak=at_peak)
-        if rc != 0:
-            print((Path(out) / "warmup.log").read_text()[-5000:])
-            raise SystemExit(f"warm-up failed ({rc})")
+        wall, peak, at_peak = run_or_exit(cmd, Path(out) / "warmup.log", "warm-up")
         summary = json.loads((Path(out) / "warmup" / "summary.json").read_text())
     return {"steps": summary["steps"], "train_s": summary["train_seconds"],
             "step_s": summary["train_seconds"] / summary["steps"], "loss_first": summary["loss_first"],

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import gib_by_process, machine_line, run_monitored, set_args
+from common import gib_by_process, machine_line, run_or_exit, set_args
 from grpo_step import build_questions, measure_loop
 
 
@@ -98,11 +98,7 @@ def measure_trl(config: str, overrides: list[str], steps: int, patients: int) ->
         result_path = str(Path(out) / "trl.json")
         cmd = [sys.executable, __file__, "--child", str(Path(out) / "questions"), result_path,
                "--config", config, "--steps", str(steps), *set_args(run)]
-        at_peak: dict[str, int] = {}
-        rc, wall, peak = run_monitored(cmd, log_path=str(Path(out) / "trl.log"), every_s=1.0, at_peak=at_peak)
-        if rc != 0:
-            print((Path(out) / "trl.log").read_text()[-5000:])
-            raise SystemExit(f"TRL failed ({rc})")
+        wall, peak, at_peak = run_or_exit(cmd, Path(out) / "trl.log", "TRL")
         child = json.loads(Path(result_path).read_text())
     completions = cfg.train.prompts_per_step * cfg.rollout.group_size
     steady = child["step_s"][1:] or child["step_s"]
