@@ -161,7 +161,7 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     engine, scheduler = build_deepspeed_engine(
         model, lr=w.lr, warmup_steps=0, total_steps=w.epochs * steps_per_epoch, min_lr_ratio=1.0, zero_stage=t.zero_stage,
         precision=cfg.model.precision, grad_clip=t.grad_clip, micro_batch_size=w.micro_batch_size, world_size=world,
-        mixed_precision=t.mixed_precision)
+        mixed_precision=w.resolved_mixed_precision(t))
     pad = tokenizer.pad_token_id or 0
     losses: list[float] = []
     start = time.perf_counter()
@@ -270,7 +270,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
                "questions": len(questions), "question_ids": [q.question_id for q in questions], "letters": dict(sorted(Counter(letters).items())),
                "letters_right": right / len(letters), "first_completion": tokenizer.decode(examples[0].completion_ids),
                "forced_letters": dict(sorted(Counter(a.forced for a in answers).items())), "reasoning_tokens": w.reasoning_tokens,
-               "loss_first": losses["loss"][0], "loss_last": losses["loss"][-1], "steps": len(losses["loss"]),
+               "mixed_precision": w.resolved_mixed_precision(t), "loss_first": losses["loss"][0], "loss_last": losses["loss"][-1], "steps": len(losses["loss"]),
                "answer_seconds": answered - started, "train_seconds": losses["train_seconds"],
                "seconds": time.perf_counter() - started}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))

@@ -7,7 +7,8 @@ training tokens/s, completions/s, the sampler-vs-trainer `mismatch`, and the run
 bf16/fp32 ratios of the training phase and of the step.
 
 `--stage warmup` times the supervised warm-up instead (`creason warmup` on `--warmup-questions`
-training questions, each setting on the same questions): seconds a warm-up step and the run's peak.
+training questions, each setting on the same questions, set as `warmup.mixed_precision`): seconds a
+warm-up step and the run's peak.
 
     python ray_jobs/benchmarks/mixed_precision.py --config quickstart --steps 5 \\
         --set algorithm.filter_zero_variance=false --out docs/benchmarks/mixed_precision_quickstart.json
@@ -60,7 +61,7 @@ def measure_warmup(config: str, patients: int, questions: int, overrides: list[s
 
 def warmup_main(args) -> None:
     runs = {s: [measure_warmup(args.config, args.patients, args.warmup_questions,
-                               [*args.overrides, f"train.mixed_precision={s}"]) for _ in range(args.rounds)]
+                               [*args.overrides, f"warmup.mixed_precision={s}"]) for _ in range(args.rounds)]
             for s in SETTINGS}
     ratio = statistics.mean(r["step_s"] for r in runs["bf16"]) / statistics.mean(r["step_s"] for r in runs["no"])
     result = {"machine": machine_line(), "stage": "warmup", "config": args.config, "overrides": args.overrides,

@@ -39,6 +39,17 @@ def test_mixed_precision_needs_float32_weights():
         load_config("quickstart", ["train.mixed_precision=bf16", "model.precision=bf16"])
 
 
+def test_warmup_mixed_precision_follows_grpo_unless_set():
+    follows = load_config("quickstart", ["train.mixed_precision=bf16"])
+    assert follows.warmup.resolved_mixed_precision(follows.train) == "bf16"
+    own = load_config("quickstart", ["warmup.mixed_precision=bf16"])
+    assert (own.warmup.resolved_mixed_precision(own.train), own.train.mixed_precision) == ("bf16", "no")
+    off = load_config("quickstart", ["train.mixed_precision=bf16", "warmup.mixed_precision=no"])
+    assert off.warmup.resolved_mixed_precision(off.train) == "no"
+    with pytest.raises(ConfigError, match="warmup.mixed_precision=bf16 needs model.precision=fp32"):
+        load_config("quickstart", ["warmup.mixed_precision=bf16", "model.precision=bf16"])
+
+
 @pytest.mark.parametrize("zero_stage", [None, 0, 2])  # None: TorchEngine
 def test_bf16_forward_float32_weights_and_log_probs(tiny_model_dir, zero_stage):
     """The linear layers compute in bf16 under the engine, the log-probs come back float32 and near
