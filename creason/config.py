@@ -82,6 +82,11 @@ class QuestionsConfig(_Section):
         description="Variables asked about in outcome questions (outcome section removed from the record).",
     )
     max_options: int = Field(5, ge=2, le=5, description="Options per question (A-E at most).")
+    answer_words: bool = Field(
+        False, description="Options of a categorical or ordinal target in the data dictionary's `answers` words "
+        "(`Died in hospital` / `Survived to discharge`, not `Yes` / `No`), so that the answers of different variables "
+        "are not the same two words; off: the registry values themselves, as the study asks."
+    )
     mi_cutoff: float = Field(
         0.5, ge=0, description="Variables whose normalised mutual information with the target exceeds this are removed."
     )

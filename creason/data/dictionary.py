@@ -49,6 +49,11 @@ class Variable(BaseModel):
     decimals: int | None = Field(
         None, ge=0, le=6, description="Decimals a numeric value is recorded with; inferred from data when absent."
     )
+    answers: dict[str, str] | None = Field(
+        None, description="How values of a categorical or ordinal variable read as answer options when it is asked "
+        "about and `questions.answer_words` is on, e.g. `{No: Survived to discharge, Yes: Died in hospital}`; a value "
+        "left out reads as itself. The record still shows the values."
+    )
     outcome: bool = Field(False, description="True for outcomes (hidden in outcome questions).")
     question: str | None = Field(
         None, description="How to ask for this variable in an outcome question, e.g. `Did the patient die in hospital?`"
@@ -76,13 +81,26 @@ class Variable(BaseModel):
                 raise ValueError(f"{self.kind.value} variable needs at least 2 allowed `values`")
             if len(set(self.values)) != len(self.values):
                 raise ValueError("`values` must be unique")
-        elif self.values is not None:
-            raise ValueError(f"`values` only applies to categorical or ordinal variables, not {self.kind.value}")
+            self._check_answers()
+        elif self.values is not None or self.answers is not None:
+            raise ValueError(f"`values` and `answers` only apply to categorical or ordinal variables, not {self.kind.value}")
         if self.kind != VariableKind.numeric and (self.min is not None or self.max is not None):
             raise ValueError("`min`/`max` only apply to numeric variables")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"`min` ({self.min}) is greater than `max` ({self.max})")
         return self
+
+    def _check_answers(self) -> None:
+        unknown = sorted(set(self.answers or {}) - set(self.values))
+        if unknown:
+            raise ValueError(f"`answers` names {unknown}, which are not among `values` {self.values}")
+        texts = self.answer_texts(self.values)
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"`answers` must read differently for every value, got {texts}")
+
+    def answer_texts(self, values: list[str]) -> list[str]:
+        """`values` as this variable's answer options read them (its `answers` words, else the value)."""
+        return [(self.answers or {}).get(x, x) for x in values]
 
     @property
     def label(self) -> str:

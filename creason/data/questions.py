@@ -47,6 +47,12 @@ class QuestionPlan(BaseModel):
     def variable(self, name: str) -> Variable:
         return next(v for v in self.variables if v.name == name)
 
+    def option_texts(self, target: str) -> list[str]:
+        """The options a coded target's values show (in `stats.coded[target].values` order):
+        the dictionary's `answers` words under `questions.answer_words`, else the values."""
+        values = self.stats.coded[target].values
+        return self.variable(target).answer_texts(values) if self.config.answer_words else list(values)
+
     def decimals(self) -> dict[str, int]:
         return {name: s.decimals for name, s in self.stats.numeric.items()}
 
@@ -98,11 +104,13 @@ def pick_targets(table: pa.Table, keys: np.ndarray, targets: list[str], per_pati
     return rows, order[rows, ks], ks
 
 
-def coded_options(values: list[str], counts: list[int], truth: pa.Array, u: np.ndarray, max_options: int):
+def coded_options(values: list[str], counts: list[int], truth: pa.Array, u: np.ndarray, max_options: int,
+                  texts: list[str] | None = None):
     """Options (n, K) as strings and the correct column per row.
 
     Distractors are other observed values drawn by frequency (Gumbel top-k); `u` (n, C + K)
-    holds the row's uniforms: C for the draw, K for the shuffle.
+    holds the row's uniforms: C for the draw, K for the shuffle. `texts` (default: `values`)
+    are the words each value's option shows.
     """
     counts_arr = np.asarray(counts, dtype=np.float64)
     k = min(max_options, int((counts_arr > 0).sum()))
@@ -113,7 +121,7 @@ def coded_options(values: list[str], counts: list[int], truth: pa.Array, u: np.n
     scores[np.arange(n), true_code] = -np.inf
     distractors = np.argsort(-scores, axis=1)[:, : k - 1]
     codes = np.concatenate([true_code[:, None], distractors], axis=1)  # (n, K), truth first
-    return _shuffle(pa.array(values).take(pa.array(codes.ravel())), codes.shape, u[:, c : c + k])
+    return _shuffle(pa.array(texts or values).take(pa.array(codes.ravel())), codes.shape, u[:, c : c + k])
 
 
 def numeric_options(x: np.ndarray, v: Variable, s, spacing_sd: float, u: np.ndarray, max_options: int):
@@ -215,9 +223,10 @@ def questions_for_target(plan: QuestionPlan, renderer: RecordRenderer, table: pa
     draws = (len(v.values) if v.kind in CODED_KINDS else 1) + plan.config.max_options
     u = uniform(splitmix64(keys[rows] + ks.astype(np.uint64)), _OPTION_STREAM[kind], draws)  # (n, draws)
     if v.kind in CODED_KINDS:
-        st = plan.stats.coded[target]
-        options, correct = coded_options(st.values, st.counts, truth, u, plan.config.max_options)
-        answer_text, answer_value = truth, pa.nulls(len(rows), pa.float64())
+        st, texts = plan.stats.coded[target], plan.option_texts(target)
+        options, correct = coded_options(st.values, st.counts, truth, u, plan.config.max_options, texts)
+        answer_text = pa.array(texts).take(pc.index_in(truth, value_set=pa.array(st.values)))
+        answer_value = pa.nulls(len(rows), pa.float64())
     else:
         st = plan.stats.numeric[target]
         x = truth.to_numpy(zero_copy_only=False).astype(np.float64)

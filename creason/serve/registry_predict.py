@@ -7,7 +7,8 @@ its leaking variables (`QuestionPlan.excluded`). Only the options differ from tr
 prediction has no true value to place among them:
 
 - categorical / ordinal target: every value observed in training, the most frequent
-  `max_options` if there are more, in dictionary order;
+  `max_options` if there are more, in dictionary order (in the dictionary's `answers` words under
+  `questions.answer_words`, as training showed them);
 - numeric target: a ladder centred on the median of the training mixture: `max_options` values
   `distractor_spacing_sd` SDs of the median's mixture component apart (the spacing of training's
   distractors), shifted into the variable's range, at its recording resolution, ascending.
@@ -156,7 +157,8 @@ def prediction_options(plan: QuestionPlan, target: str) -> list[str]:
         st = plan.stats.coded[target]
         observed = [i for i, c in enumerate(st.counts) if c > 0]
         top = sorted(observed, key=lambda i: -st.counts[i])[:k]  # stable: ties keep dictionary order
-        return [st.values[i] for i in sorted(top)]
+        texts = plan.option_texts(target)
+        return [texts[i] for i in sorted(top)]
     st = plan.stats.numeric[target]
     res = 10.0**-st.decimals
     lo = v.min if v.min is not None else (0.0 if st.nonnegative else -np.inf)

@@ -71,3 +71,23 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed")
     with pytest.raises(DictionaryError, match="not valid YAML"):
         load_dictionary(bad)
+
+
+def test_answers_must_name_values_and_read_differently(tmp_path):
+    death = {"name": "death", "display_name": "Died", "section": "Out/Mortality", "kind": "categorical", "values": ["No", "Yes"]}
+    with pytest.raises(DictionaryError, match=r"\(death\).*`answers` names \['Maybe'\], which are not among `values`"):
+        load_dictionary(_write(tmp_path, [{**death, "answers": {"Maybe": "Unsure"}}]))
+    with pytest.raises(DictionaryError, match=r"\(death\).*must read differently for every value"):
+        load_dictionary(_write(tmp_path, [{**death, "answers": {"No": "Yes"}}]))
+    numeric = {"name": "age", "display_name": "Age", "section": "Base/Demo", "kind": "numeric", "answers": {"1": "one"}}
+    with pytest.raises(DictionaryError, match=r"\(age\).*`answers` only apply to categorical or ordinal"):
+        load_dictionary(_write(tmp_path, [numeric]))
+    ok = load_dictionary(_write(tmp_path, [{**death, "answers": {"Yes": "Died in hospital"}}]))["death"]
+    assert ok.answer_texts(["Yes", "No"]) == ["Died in hospital", "No"]  # a value left out reads as itself
+
+
+def test_builtin_answer_words_differ_across_yes_no_variables():
+    """The point of `answers`: no two Yes/No variables of the compact profile share an answer's words."""
+    coded = [v for v in sepsis_dictionary("compact").variables if v.values == ["No", "Yes"]]
+    texts = [t for v in coded for t in v.answer_texts(v.values)]
+    assert len(coded) >= 6 and len(set(texts)) == len(texts) and not {"No", "Yes"} & set(texts)

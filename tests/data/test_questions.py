@@ -199,3 +199,28 @@ def test_record_values_read_back_each_line_of_the_rendered_record(tiny_questions
         values = record_values(user)
         assert len(values) == len(lines) > 0
         assert [f"{k}: {v}" for k, v in values.items()] == lines
+
+
+def test_answer_words_change_the_options_and_nothing_else(tiny_dictionary):
+    """`questions.answer_words`: a coded target's options (and answer_text) read as the dictionary's
+    `answers` words; the record, the right letter and every other question stay the same."""
+    words = {"No": "Survived", "Yes": "Died"}
+    dictionary = tiny_dictionary.model_copy(update={"variables": [
+        v.model_copy(update={"answers": words}) if v.name == "death" else v for v in tiny_dictionary.variables]})
+    raw = tiny_registry(1500)
+    plain = questions_in_process(raw, dictionary, CONFIG)
+    worded = questions_in_process(raw, dictionary, CONFIG.model_copy(update={"answer_words": True}))
+    assert column(plain, "question_id") == column(worded, "question_id")
+    assert column(plain, "ground_truth") == column(worded, "ground_truth")
+    changed = 0
+    for variable, a_opts, b_opts, a_text, b_text, a_user, b_user in zip(
+            column(plain, "variable"), column(plain, "options"), column(worded, "options"), column(plain, "answer_text"),
+            column(worded, "answer_text"), user_prompts(plain), user_prompts(worded)):
+        if variable != "death":
+            assert (a_opts, a_text, a_user) == (b_opts, b_text, b_user)
+            continue
+        changed += 1
+        assert b_opts == [words[o] for o in a_opts] and b_text == words[a_text]
+        assert b_user.split("Options:")[0] == a_user.split("Options:")[0]  # the record and question unchanged
+        assert "\nA. " + b_opts[0] in b_user
+    assert changed > 100

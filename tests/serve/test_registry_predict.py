@@ -146,3 +146,13 @@ def test_context_loads_from_a_build_made_under_an_older_config(built, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"seed": 0, "config": old_config}))
     loaded = RegistryContext.load(tmp_path)
     assert loaded.dictionary == ctx.dictionary and loaded.split_fractions == FRACTIONS and loaded.plan == plan
+
+
+def test_options_without_a_true_value_use_the_answer_words(built):
+    *_, plan, _ = built
+    assert prediction_options(plan, "death") == ["No", "Yes"]
+    death = plan.variable("death").model_copy(update={"answers": {"No": "Survived", "Yes": "Died"}})
+    worded = plan.model_copy(update={"variables": [death if v.name == "death" else v for v in plan.variables],
+                                     "config": plan.config.model_copy(update={"answer_words": True})})
+    assert prediction_options(worded, "death") == ["Survived", "Died"]
+    assert prediction_options(worded, "site") == prediction_options(plan, "site")
