@@ -25,7 +25,7 @@ def _bare_no(value):
     return "no" if value is False else value
 
 
-MixedPrecision = Annotated[Literal["no", "bf16"], BeforeValidator(_bare_no)]
+MixedPrecision = Annotated[Literal["no", "bf16", "auto"], BeforeValidator(_bare_no)]
 
 
 class DataConfig(_Section):
@@ -311,7 +311,9 @@ class TrainConfig(_Section):
         "state, checkpoints and the weights sent to the rollout engines stay float32 (`model.precision: fp32`). GRPO "
         "and the warm-up alike. For CPUs with AVX512-BF16 or AMX and for GPUs: on the 2-core AMD EPYC VM the quickstart's "
         "training phase took 0.77x the float32 time, the step 0.82x, the worker's peak 0.7 GiB more (docs/benchmarks.md). "
-        "The rollout engines keep `model.precision`: vLLM's CPU decode in bf16 needs AMX."
+        "The rollout engines keep `model.precision`: vLLM's CPU decode in bf16 needs AMX. `auto`: `bf16` where the "
+        "worker's device computes in bfloat16 natively (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else "
+        "`no`; an explicit `bf16` elsewhere is emulated: on a 2-core AVX2 machine a warm-up step took over 8x its float32 time (docs/benchmarks.md)."
     )
     lr: float = Field(1e-6, gt=0, description="Peak learning rate (study: 1e-6).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps of linear warm-up before the cosine decay.")
@@ -404,9 +406,9 @@ class WarmupConfig(_Section):
     micro_batch_size: int = Field(4, ge=1, description="Examples per forward/backward pass on a worker.")
     lr: float = Field(1e-5, gt=0, description="Learning rate (constant: one epoch of a few steps needs no schedule).")
     mixed_precision: MixedPrecision | None = Field(
-        None, description="The warm-up's `train.mixed_precision`; None: the same as GRPO's. `bf16` and GRPO in float32 "
-        "is the learning recipe's choice: a warm-up step 0.66x as long on the 2-core AMD EPYC VM, so 1.5x the answers "
-        "in the same time (docs/results.md)."
+        None, description="The warm-up's `train.mixed_precision`; None: the same as GRPO's. `auto` and GRPO in float32 "
+        "is the learning recipe's choice: in bf16 a warm-up step took 0.66x as long on a 2-core AMD EPYC VM with "
+        "AVX512-BF16, so 1.5x the answers in the same time (docs/results.md); on a CPU without it, float32."
     )
 
     def resolved_mixed_precision(self, train: "TrainConfig") -> str:

@@ -17,13 +17,49 @@ from __future__ import annotations
 import math
 import os
 import socket
+import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 PRECISIONS = ("fp32", "bf16")
 MIXED_PRECISIONS = ("no", "bf16")
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux); empty where `cpuinfo` cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def native_bf16() -> bool:
+    """Whether this process's device computes in bfloat16 natively: a GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX units. Without them (an AVX2 CPU) autocast's bf16 is emulated: a warm-up
+    step took over 8x its float32 time on a 2-core AVX2 machine (docs/benchmarks.md)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(CPU_BF16_FLAGS & cpu_flags())
+
+
+def effective_mixed_precision(requested: str, precision: str = "fp32", native: bool | None = None) -> str:
+    """`train.mixed_precision` as this worker runs it: `auto` is `bf16` where the device computes in
+    bfloat16 natively (`native_bf16`) and the weights are float32, else `no`; `bf16` on a device
+    without it runs, with a warning."""
+    if requested == "no" or (requested == "auto" and precision != "fp32"):
+        return "no"
+    native = native_bf16() if native is None else native
+    if requested == "bf16" and not native:
+        warnings.warn("mixed_precision bf16 on a device with no native bfloat16 (a CPU without AVX512-BF16 or AMX): "
+                      "its autocast is emulated and many times slower than float32; `auto` picks float32 here",
+                      stacklevel=2)
+    return "bf16" if requested == "bf16" or native else "no"
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:

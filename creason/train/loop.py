@@ -37,8 +37,8 @@ from creason.train.checkpoint import load_checkpoint, save_checkpoint
 from creason.train.collectives import mean_across_ranks
 from creason.data.schema import load_questions
 from creason.train.data import PromptStream, batch_fingerprint
-from creason.train.engine import (build_deepspeed_engine, build_reference, enable_gradient_checkpointing,
-                                  load_reference, mix_policy_into_reference, reference_state, rollout_weights)
+from creason.train.engine import (build_deepspeed_engine, build_reference, effective_mixed_precision,
+                                  enable_gradient_checkpointing, load_reference, mix_policy_into_reference, reference_state, rollout_weights)
 from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts
@@ -88,16 +88,19 @@ class GrpoTrainer:
         if cfg.model.lora is not None:  # the adapters train (rollouts get them or the merged weights: model.lora.sync)
             model = add_lora(model, cfg.model.lora)
         self.trainable = train_top_blocks(model, t.trainable_layers)
+        self.mixed_precision = effective_mixed_precision(t.mixed_precision, cfg.model.precision)
+        if self.rank == 0:
+            say(f"mixed precision {t.mixed_precision} -> {self.mixed_precision}")
         self.engine, self.scheduler = build_deepspeed_engine(
             model, lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), warmup_steps=int(t.warmup_ratio * t.steps),
             total_steps=t.steps, zero_stage=t.zero_stage, precision=cfg.model.precision, grad_clip=t.grad_clip,
-            micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world, mixed_precision=t.mixed_precision,
+            micro_batch_size=t.micro_batch_size, grad_accum=1, world_size=self.world, mixed_precision=self.mixed_precision,
         )
         self.ref = None
         if cfg.algorithm.beta > 0:  # computes where the policy does, partitioned like it at ZeRO-3
             self.ref = build_reference(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype),
                                        zero_stage=t.zero_stage, precision=cfg.model.precision, world_size=self.world,
-                                       device=self.engine.device, mixed_precision=t.mixed_precision)
+                                       device=self.engine.device, mixed_precision=self.mixed_precision)
         self.stream = PromptStream(load_questions(questions_dir, "train", t.question_kinds), t.prompts_per_step, cfg.seed)
         self.val = load_questions(questions_dir, "validation", cfg.evaluate.question_kinds, t.eval_questions,
                                        cfg.evaluate.seed) if t.eval_every else []
@@ -171,7 +174,7 @@ class GrpoTrainer:
             t0 = time.perf_counter()
             local.ref_logp = compute_ref_logprobs(self.ref, local, self.cfg.train.micro_batch_size,
                                                   share_prompts=self.share_prompts,
-                                                  mixed_precision=self.cfg.train.mixed_precision)
+                                                  mixed_precision=self.mixed_precision)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = grpo_update(self.engine, local, mu=a.mu, micro_batch_size=self.cfg.train.micro_batch_size,

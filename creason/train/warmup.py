@@ -140,7 +140,7 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from creason.train.batch import collate, micro_batches
-    from creason.train.engine import build_deepspeed_engine, full_state_dict
+    from creason.train.engine import build_deepspeed_engine, effective_mixed_precision, full_state_dict
     from creason.train.freeze import train_top_blocks
     from creason.train.metrics import say
     from creason.train.policy import sequence_logprobs
@@ -156,12 +156,15 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     dtype = torch.bfloat16 if cfg.model.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=dtype)
     train_top_blocks(model, t.trainable_layers)
+    mixed_precision = effective_mixed_precision(w.resolved_mixed_precision(t), cfg.model.precision)
+    if rank == 0:
+        say(f"warm-up: mixed precision {w.resolved_mixed_precision(t)} -> {mixed_precision}")
     examples = [WarmupExample(**e) for e in loop_config["examples"]]
     steps_per_epoch = math.ceil(len(examples) / w.batch_size)
     engine, scheduler = build_deepspeed_engine(
         model, lr=w.lr, warmup_steps=0, total_steps=w.epochs * steps_per_epoch, min_lr_ratio=1.0, zero_stage=t.zero_stage,
         precision=cfg.model.precision, grad_clip=t.grad_clip, micro_batch_size=w.micro_batch_size, world_size=world,
-        mixed_precision=w.resolved_mixed_precision(t))
+        mixed_precision=mixed_precision)
     pad = tokenizer.pad_token_id or 0
     losses: list[float] = []
     start = time.perf_counter()
@@ -191,7 +194,8 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         save_model(Path(loop_config["model_out"]), engine.module, state, tokenizer)
         write_text_atomic(Path(loop_config["model_out"]).parent / "losses.json",
-                          json.dumps({"loss": losses, "train_seconds": time.perf_counter() - start}))
+                          json.dumps({"loss": losses, "train_seconds": time.perf_counter() - start,
+                                      "mixed_precision": mixed_precision}))
         push_run(cfg.output_dir, under="warmup")  # from the node that wrote it
 
 
@@ -270,7 +274,7 @@ def run_warmup(cfg: CreasonConfig, answerer: Callable | None = None, log: Callab
                "questions": len(questions), "question_ids": [q.question_id for q in questions], "letters": dict(sorted(Counter(letters).items())),
                "letters_right": right / len(letters), "first_completion": tokenizer.decode(examples[0].completion_ids),
                "forced_letters": dict(sorted(Counter(a.forced for a in answers).items())), "reasoning_tokens": w.reasoning_tokens,
-               "mixed_precision": w.resolved_mixed_precision(t), "loss_first": losses["loss"][0], "loss_last": losses["loss"][-1], "steps": len(losses["loss"]),
+               "mixed_precision": losses["mixed_precision"], "loss_first": losses["loss"][0], "loss_last": losses["loss"][-1], "steps": len(losses["loss"]),
                "answer_seconds": answered - started, "train_seconds": losses["train_seconds"],
                "seconds": time.perf_counter() - started}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from creason.config import ConfigError, load_config
-from creason.train.engine import build_deepspeed_engine, deepspeed_config, ensure_single_process_group, full_state_dict
+from creason.train.engine import (build_deepspeed_engine, cpu_flags, deepspeed_config, effective_mixed_precision,
+                                  ensure_single_process_group, full_state_dict)
 from creason.train.policy import sequence_logprobs
 from creason.train.step import TorchEngine, compute_ref_logprobs, grpo_update
 from tests.train import load_tiny, random_batch, weights
@@ -48,6 +49,34 @@ def test_warmup_mixed_precision_follows_grpo_unless_set():
     assert off.warmup.resolved_mixed_precision(off.train) == "no"
     with pytest.raises(ConfigError, match="warmup.mixed_precision=bf16 needs model.precision=fp32"):
         load_config("quickstart", ["warmup.mixed_precision=bf16", "model.precision=bf16"])
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 fma\nbugs\t\t: spectre\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16", "fma"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("requested, native, precision, used", [
+    ("no", True, "fp32", "no"),
+    ("auto", True, "fp32", "bf16"),
+    ("auto", False, "fp32", "no"),  # an AVX2 CPU: autocast's bf16 would be emulated
+    ("auto", True, "bf16", "no"),  # bf16 weights already compute in bf16
+    ("bf16", True, "fp32", "bf16"),
+])
+def test_auto_mixed_precision_is_bf16_only_where_the_device_has_it(requested, native, precision, used):
+    assert effective_mixed_precision(requested, precision, native) == used
+
+
+def test_explicit_bf16_without_native_bf16_runs_with_a_warning():
+    with pytest.warns(UserWarning, match="no native bfloat16.*`auto` picks float32"):
+        assert effective_mixed_precision("bf16", "fp32", native=False) == "bf16"
+
+
+def test_learning_recipe_warmup_picks_its_precision_by_the_hardware():
+    cfg = load_config("learning")
+    assert cfg.warmup.resolved_mixed_precision(cfg.train) == "auto" and cfg.train.mixed_precision == "no"
 
 
 @pytest.mark.parametrize("zero_stage", [None, 0, 2])  # None: TorchEngine
