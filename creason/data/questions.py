@@ -104,13 +104,13 @@ def pick_targets(table: pa.Table, keys: np.ndarray, targets: list[str], per_pati
     return rows, order[rows, ks], ks
 
 
-def coded_options(values: list[str], counts: list[int], truth: pa.Array, u: np.ndarray, max_options: int,
-                  texts: list[str] | None = None):
+def coded_options(values: list[str], texts: list[str], counts: list[int], truth: pa.Array, u: np.ndarray,
+                  max_options: int):
     """Options (n, K) as strings and the correct column per row.
 
     Distractors are other observed values drawn by frequency (Gumbel top-k); `u` (n, C + K)
-    holds the row's uniforms: C for the draw, K for the shuffle. `texts` (default: `values`)
-    are the words each value's option shows.
+    holds the row's uniforms: C for the draw, K for the shuffle. `texts[i]` is the words the
+    option of `values[i]` shows (`QuestionPlan.option_texts`).
     """
     counts_arr = np.asarray(counts, dtype=np.float64)
     k = min(max_options, int((counts_arr > 0).sum()))
@@ -121,7 +121,7 @@ def coded_options(values: list[str], counts: list[int], truth: pa.Array, u: np.n
     scores[np.arange(n), true_code] = -np.inf
     distractors = np.argsort(-scores, axis=1)[:, : k - 1]
     codes = np.concatenate([true_code[:, None], distractors], axis=1)  # (n, K), truth first
-    return _shuffle(pa.array(texts or values).take(pa.array(codes.ravel())), codes.shape, u[:, c : c + k])
+    return _shuffle(pa.array(texts).take(pa.array(codes.ravel())), codes.shape, u[:, c : c + k])
 
 
 def numeric_options(x: np.ndarray, v: Variable, s, spacing_sd: float, u: np.ndarray, max_options: int):
@@ -224,7 +224,7 @@ def questions_for_target(plan: QuestionPlan, renderer: RecordRenderer, table: pa
     u = uniform(splitmix64(keys[rows] + ks.astype(np.uint64)), _OPTION_STREAM[kind], draws)  # (n, draws)
     if v.kind in CODED_KINDS:
         st, texts = plan.stats.coded[target], plan.option_texts(target)
-        options, correct = coded_options(st.values, st.counts, truth, u, plan.config.max_options, texts)
+        options, correct = coded_options(st.values, texts, st.counts, truth, u, plan.config.max_options)
         answer_text = pa.array(texts).take(pc.index_in(truth, value_set=pa.array(st.values)))
         answer_value = pa.nulls(len(rows), pa.float64())
     else:

@@ -38,7 +38,8 @@ from creason.train.collectives import mean_across_ranks
 from creason.data.schema import load_questions
 from creason.train.data import PromptStream, batch_fingerprint
 from creason.train.engine import (build_deepspeed_engine, build_reference, effective_mixed_precision,
-                                  enable_gradient_checkpointing, load_reference, mix_policy_into_reference, reference_state, rollout_weights)
+                                  enable_gradient_checkpointing, load_reference, mix_policy_into_reference,
+                                  reference_state, rollout_weights)
 from creason.train.freeze import train_top_blocks
 from creason.train.metrics import MetricsLog, say
 from creason.train.rollouts import group_prompts, load_rewards, regroup, score_rollouts

@@ -156,9 +156,10 @@ def warmup_loop_per_worker(loop_config: dict) -> None:
     dtype = torch.bfloat16 if cfg.model.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=dtype)
     train_top_blocks(model, t.trainable_layers)
-    mixed_precision = effective_mixed_precision(w.resolved_mixed_precision(t), cfg.model.precision)
+    requested = w.resolved_mixed_precision(t)
+    mixed_precision = effective_mixed_precision(requested, cfg.model.precision)
     if rank == 0:
-        say(f"warm-up: mixed precision {w.resolved_mixed_precision(t)} -> {mixed_precision}")
+        say(f"warm-up: mixed precision {requested} -> {mixed_precision}")
     examples = [WarmupExample(**e) for e in loop_config["examples"]]
     steps_per_epoch = math.ceil(len(examples) / w.batch_size)
     engine, scheduler = build_deepspeed_engine(
