@@ -53,7 +53,7 @@ $(MLFLOW_VENV)/bin/mlflow:
 	$(MLFLOW_VENV)/bin/pip install -q "mlflow>=3.10,<4"
 
 test: setup $(MLFLOW_VENV)/bin/mlflow
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 clean:
 	rm -rf $(VENV) $(MLFLOW_VENV) runs
