@@ -89,8 +89,7 @@ def ray_cluster(tmp: Path, head_cpus: int, head_resources: dict, workers: list[t
         _wait_for_nodes(gcs, 1 + len(workers))
         yield Cluster(gcs, f"http://127.0.0.1:{dash}", tmp)
     finally:
-        for p in reversed(procs):
-            _stop(p)
+        _stop(procs)
         for d in temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
         _forget(gcs)
@@ -105,13 +104,20 @@ def _forget(gcs: str) -> None:
         record.unlink(missing_ok=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait)
+def _stop(procs: list[subprocess.Popen], grace_s: float = 10) -> None:
+    """SIGTERM every node at once, then SIGKILL those still up after `grace_s` (a head with Serve
+    running can take longer than that to stop gracefully; a test's cluster need not)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        if all(proc.poll() is not None for proc in procs):
             return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue

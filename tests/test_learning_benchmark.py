@@ -3,7 +3,8 @@ the results hold the pair in, and the learning curve from metrics.jsonl; lora_le
 each variant's training metrics; trl_grpo.py gives TRL the same work a creason step does;
 concentration.py re-scores an evaluation's answers; reading_curve.py fits the record regression on
 growing training sets; letter_probe.py reads what a model believes right after the box opens;
-stated_answers.py splits a stated answer's loss between its text, its box and the forced letter."""
+stated_answers.py splits a stated answer's loss between its text, its box and the forced letter;
+train_startup.py times a run's start-up apart from its first step."""
 
 import importlib.util
 import json
@@ -169,6 +170,20 @@ def test_grpo_step_summary_takes_a_step_without_an_update():
     assert s["steps_without_update"] == 1 and s["train_tokens_per_s"] == 30.0
     assert s["phase_s"]["train"] == 5.0 and s["step_s"] == 15.5
     assert s["mismatch"] == 0.03  # of the steps that trained, the first left out
+
+
+def test_train_startup_leaves_the_step_out_and_takes_medians_per_checkout():
+    """train_startup.py: start-up is the time to the first record less the step's phases (sync's
+    parts counted once, inside sync); each checkout's runs summarized apart."""
+    import doctest
+
+    startup = load_benchmark("train_startup")
+    assert doctest.testmod(startup).failed == 0
+    rows = [{"checkout": c, "startup_s": s, "first_step_at_s": s + 10, "wall_s": s + 20, "peak_gib": 1.0}
+            for c, s in [("old", 50.0), ("new", 30.0), ("old", 54.0), ("new", 34.0), ("new", 90.0)]]
+    summary = startup.summarize(rows)
+    assert summary["old"]["startup_s"] == 52.0 and summary["old"]["runs"] == 2
+    assert summary["new"]["startup_s"] == 34.0 and summary["new"]["wall_s"] == 54.0 and summary["new"]["runs"] == 3
 
 
 def test_mixed_precision_benchmark_ratios():

@@ -118,13 +118,14 @@ def test_resume_runs_step_three_on_the_uninterrupted_batch(first_run):
     assert records[2]["data_position"] == 6
 
 
-@pytest.mark.parametrize("sync, top", [("adapter", None), ("merged", None), ("merged", 1)])
+@pytest.mark.parametrize("sync, top", [("adapter", None), ("merged", 1)])
 def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, tmp_path, sync, top):
     """model.lora: the adapters train (the checkpoint's adapter/ is a PEFT folder and its policy/
     the merged model, which has moved from the base); vLLM samples step 2 with step 1's adapters,
     run by its LoRA kernels (`sync: adapter`) or merged into its weights (`sync: merged`): mismatch
     at float noise, far below the change the step made. With `train.trainable_layers` only the top
-    blocks' adapters move (B starts at zero, so the others stay zero)."""
+    blocks' adapters move (B starts at zero, so the others stay zero). Two runs cover both syncs and
+    both block settings (each run costs ~45 s of start-up on 2 cores)."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 

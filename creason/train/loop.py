@@ -28,7 +28,7 @@ import torch.distributed as dist
 from creason.algo import balanced_answer_weights, should_refresh_reference
 from creason.atomic import write_text_atomic
 from creason.config import CreasonConfig, TrainConfig
-from creason.rollout.actor import answer_on_actors, generate_on_actors
+from creason.rollout.actor import answer_on_actors, generate_on_actors, wait_ready
 from creason.rollout.types import SamplingSpec, step_sampling
 from creason.rollout.sync import make_weight_sync
 from creason.models.lora import add_lora, lora_sync
@@ -121,6 +121,8 @@ class GrpoTrainer:
 
     def run(self) -> None:
         start = self.restore()
+        if self.rank == 0:
+            wait_ready(self.actors)  # their engines start beside these workers (`creason.train.run.train`)
         self.record_placement()
         if self.rank == 0:
             self.log.truncate(from_step=start)  # a re-done step replaces its earlier record

@@ -84,7 +84,6 @@ def train(cfg: CreasonConfig, resume: bool = False):
     from ray.train import CheckpointConfig, FailureConfig
     from ray.train.torch import TorchTrainer
 
-    from creason.rollout.actor import wait_ready
     from creason.train.loop import train_loop_per_worker
 
     connect(cfg.ray)
@@ -94,9 +93,8 @@ def train(cfg: CreasonConfig, resume: bool = False):
     if not resume and exists(join(storage, "grpo")):
         raise FileExistsError(f"{join(storage, 'grpo')} holds an earlier run: pass --resume to continue it, or use another output_dir")
     t = cfg.train
-    actors = start_rollout_actors(cfg, model_path)
+    actors = start_rollout_actors(cfg, model_path)  # their engines start while the workers do (rank 0 waits for them)
     try:
-        wait_ready(actors)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": cfg.model_dump(mode="json"), "model_path": model_path,

@@ -38,13 +38,14 @@ def gib_by_process(pss_by_name: dict[str, int]) -> dict[str, float]:
 
 
 def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 0.5,
-                  at_peak: dict | None = None) -> tuple[int, float, int]:
-    """Run `cmd`; returns (exit code, wall seconds, peak PSS of its process tree in bytes).
-    `at_peak`, if given, is filled with the PSS by process name at the peak."""
+                  at_peak: dict | None = None, **popen) -> tuple[int, float, int]:
+    """Run `cmd` (`popen`: more `subprocess.Popen` arguments, e.g. env, cwd); returns (exit code,
+    wall seconds, peak PSS of its process tree in bytes). `at_peak`, if given, is filled with the
+    PSS by process name at the peak."""
     start = time.perf_counter()
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **popen)
         peak, ps, stop = 0, psutil.Process(proc.pid), threading.Event()
 
         def sample() -> None:
