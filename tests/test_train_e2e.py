@@ -125,7 +125,7 @@ def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, t
     run by its LoRA kernels (`sync: adapter`) or merged into its weights (`sync: merged`): mismatch
     at float noise, far below the change the step made. With `train.trainable_layers` only the top
     blocks' adapters move (B starts at zero, so the others stay zero). Two runs cover both syncs and
-    both block settings (each run costs ~45 s of start-up on 2 cores)."""
+    both block settings (each run takes 40-50 s on 2 cores)."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 

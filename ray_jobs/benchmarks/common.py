@@ -70,11 +70,12 @@ def run_monitored(cmd: list[str], log_path: str | None = None, every_s: float = 
     return rc, time.perf_counter() - start, peak
 
 
-def run_or_exit(cmd: list[str], log_path: Path, what: str) -> tuple[float, int, dict[str, int]]:
-    """`run_monitored` (sampled every second) of a step that must succeed: (wall seconds, peak PSS in
-    bytes, PSS by process name at the peak); on failure the log's tail is printed and the benchmark exits."""
+def run_or_exit(cmd: list[str], log_path: Path, what: str, **popen) -> tuple[float, int, dict[str, int]]:
+    """`run_monitored` (sampled every second; `popen` passed on) of a step that must succeed: (wall
+    seconds, peak PSS in bytes, PSS by process name at the peak); on failure the log's tail is
+    printed and the benchmark exits."""
     at_peak: dict[str, int] = {}
-    rc, wall, peak = run_monitored(cmd, log_path=str(log_path), every_s=1.0, at_peak=at_peak)
+    rc, wall, peak = run_monitored(cmd, log_path=str(log_path), every_s=1.0, at_peak=at_peak, **popen)
     if rc != 0:
         print(log_path.read_text()[-5000:])
         raise SystemExit(f"{what} failed ({rc})")

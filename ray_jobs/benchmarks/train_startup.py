@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine_line, run_monitored, set_args
+from common import machine_line, run_or_exit, set_args
 
 STEP_PHASES = ("generate", "score", "reference", "train", "sync")  # a step's own time (sync's parts are inside sync)
 
@@ -31,9 +31,7 @@ def build_questions(config: str, overrides: list[str], out: Path) -> Path:
     """The training questions, built once for every run."""
     cmd = [sys.executable, "-m", "creason.cli", "build-questions", "--config", config,
            *set_args([*overrides, f"output_dir={out}"])]
-    rc, _, _ = run_monitored(cmd, log_path=str(out.parent / "build.log"))
-    if rc != 0:
-        raise SystemExit(f"build-questions failed ({rc}): {out.parent / 'build.log'}")
+    run_or_exit(cmd, out.parent / "build.log", "build-questions")
     return out / "questions"
 
 
@@ -44,9 +42,7 @@ def one_run(checkout: Path, config: str, overrides: list[str], questions: Path, 
     cmd = [sys.executable, "-m", "creason.cli", "train", "--config", config, *set_args(settings)]
     env = {**os.environ, "PYTHONPATH": str(checkout)}  # the driver and, through its local cluster, every worker
     launched = time.time()
-    rc, wall, peak = run_monitored(cmd, log_path=str(out.parent / f"{out.name}.log"), every_s=1.0, env=env, cwd=checkout)
-    if rc != 0:
-        raise SystemExit(f"creason train failed ({rc}): {out.parent / f'{out.name}.log'}")
+    wall, peak, _ = run_or_exit(cmd, out.parent / f"{out.name}.log", "creason train", env=env, cwd=checkout)
     first = json.loads((out / "train" / "metrics.jsonl").read_text().splitlines()[0])
     return {"checkout": str(checkout), "wall_s": round(wall, 1), **startup_times(first, launched),
             "peak_gib": round(peak / 2**30, 2)}
