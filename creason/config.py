@@ -333,6 +333,14 @@ class TrainConfig(_Section):
         "not once per completion: the same gradients for ~1/3 of the compute at G=4 on registry prompts. Ignored "
         "at ZeRO-3."
     )
+    async_rollouts: bool = Field(
+        False, description="Sample step n+1's groups with the weights of step n while step n trains, one step off "
+        "policy (as verl's one-step-off-policy trainer): generation hides behind training where they have their own "
+        "devices. The weights are pushed once that generation ends, so an actor never holds other weights mid-call, "
+        "and the version guard still checks each call. Set `algorithm.tis_cap` (e.g. 2) to weight the stale "
+        "samples by pi_trainer / pi_sampler; `mismatch` then measures one step of policy change. A run's first step "
+        "(and a resumed run's) samples on policy. docs/training.md, \"Asynchronous rollouts\"."
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute each layer's activations in the backward pass instead of keeping them (Hugging "
         "Face `gradient_checkpointing_enable`): the activation memory of one layer, for about one more forward pass. "

@@ -163,13 +163,28 @@ def test_grpo_step_summary_takes_a_step_without_an_update():
     """A step whose groups all had one reward trains nothing: no `tokens`, no train time."""
     grpo_step = load_benchmark("grpo_step")
     step = {"completions": 80, "generate_tokens": 560, "completion_length": 7.0, "reward_mean": 0.5,
-            "time_generate_s": 10.0, "time_score_s": 0.0, "time_sync_s": 0.5}
+            "time_generate_s": 10.0, "generate_seconds": 10.0, "time_score_s": 0.0, "time_sync_s": 0.5}
     records = [{**step, "step": 1, "tokens": 400, "time_train_s": 20.0, "mismatch": 0.5}, {**step, "step": 2},
                {**step, "step": 3, "tokens": 300, "time_train_s": 10.0, "mismatch": 0.03}]
     s = grpo_step.summarize(records)
     assert s["steps_without_update"] == 1 and s["train_tokens_per_s"] == 30.0
     assert s["phase_s"]["train"] == 5.0 and s["step_s"] == 15.5
     assert s["mismatch"] == 0.03  # of the steps that trained, the first left out
+
+
+def test_grpo_step_summary_of_async_rollouts_counts_the_wait_not_the_overlapped_generation():
+    """`train.async_rollouts`: the generate phase is the wait after the update; tokens/s comes from
+    the calls' own seconds; the last step, which samples nothing ahead, is left out."""
+    grpo_step = load_benchmark("grpo_step")
+    step = {"completions": 16, "generate_tokens": 800, "generate_seconds": 16.0, "completion_length": 50.0,
+            "reward_mean": 0.5, "tokens": 400, "time_train_s": 20.0, "time_score_s": 0.0, "time_sync_s": 0.5,
+            "mismatch": 0.1, "policy_lag": 1}
+    records = [{**step, "step": 1, "policy_lag": 0, "time_generate_s": 18.0}, {**step, "step": 2, "time_generate_s": 1.0},
+               {**step, "step": 3, "time_generate_s": 3.0}, {**step, "step": 4}]
+    s = grpo_step.summarize(records)
+    assert s["phase_s"]["generate"] == 2.0 and s["step_s"] == 22.5
+    assert s["loop_generate_tokens_per_s"] == 50.0 and s["policy_lag"] == 1
+    assert s["completions_per_s"] == 16 / 22.5
 
 
 def test_train_startup_leaves_the_step_out_and_takes_medians_per_checkout():

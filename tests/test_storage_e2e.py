@@ -44,7 +44,8 @@ def run_on_s3(s3_server, tiny_model_dir, tmp_path_factory):
         for key, value in {**s3_server, storage.WORKDIR_ENV: str(work)}.items():
             mp.setenv(key, value)
         uri = f"{create_bucket('creason-e2e')}/runs/grpo"
-        overrides = [*_overrides(uri, tiny_model_dir, 2), "evaluate.max_questions=6", "evaluate.num_actors=1"]
+        overrides = [*_overrides(uri, tiny_model_dir, 2), "evaluate.max_questions=6", "evaluate.num_actors=1",
+                     "train.num_workers=1", "algorithm.beta=0"]  # ranks and the reference are tests/test_train_e2e.py's
         _creason("build-questions", overrides)
         _creason("train", overrides)
         after_two = _metrics(uri)

@@ -176,3 +176,27 @@ def test_rollouts_run_the_trainable_weights_synced_alone(ray_local, tiny_model_d
         trained = AutoModelForCausalLM.from_pretrained(policy)(input_ids=tokens).logits.log_softmax(-1)
     change = (trained - base).abs().mean().item()
     assert step2["weight_version"] == 1 and step2["mismatch"] < change / 10, (step2["mismatch"], change)
+
+
+def test_async_rollouts_sample_the_next_step_during_the_update(ray_local, tiny_model_dir, tmp_path):
+    """`train.async_rollouts`: step 1 samples on policy; steps 2 and 3 were sampled during the update
+    before them, with the weights of the step before (version, lag 1), on the batches an on-policy
+    run draws. Step 2's sampler ran weights 0 while the trainer held weights 1: its mismatch is the
+    size of step 1's change, not float noise (it is a real look-ahead, not a sync in disguise). The
+    last step samples nothing ahead, so it has no generate wait."""
+    cfg = _config(tmp_path, tiny_model_dir, steps=3,
+                  extra=("train.async_rollouts=true", "algorithm.tis_cap=2", "train.trainable_layers=1", "train.lr=1e-2",
+                         "algorithm.beta=0", "train.eval_every=0", "train.num_workers=1", "train.checkpoint_every=3"))
+    build_question_set(cfg)
+    result = train(cfg)
+    records = _records(tmp_path)
+    assert [(r["step"], r["weight_version"], r["policy_lag"]) for r in records] == [(1, 0, 0), (2, 0, 1), (3, 1, 1)]
+    stream = PromptStream(load_questions(tmp_path / "questions", "train", ["masked_value"]), 2, cfg.seed)
+    assert [r["batch"] for r in records] == [batch_fingerprint(stream.batch(s)) for s in range(3)]
+    assert records[1]["mismatch"] > 1e-3, records[1]["mismatch"]
+    assert all("time_generate_s" in r for r in records[:2]) and "time_generate_s" not in records[2]
+    assert all(r["generate_seconds"] > 0 and torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    policy = latest_checkpoint(result.checkpoint.path) / "policy"
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = load_file(str(policy / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)

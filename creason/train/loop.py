@@ -10,6 +10,9 @@ all-reduces the gradients); rank 0 then pushes the new weights to the actors.
         update   -> mu passes of the clipped loss    (all ranks, DeepSpeed)
         sync     -> actors load weights `step + 1`
         eval / checkpoint / metrics
+
+With `train.async_rollouts`, rank 0 samples step + 1's groups in a thread (weights `step`) while
+the ranks train on step's, and waits for them before the sync: one step off policy.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import ray
@@ -116,6 +120,8 @@ class GrpoTrainer:
         self.log = (MetricsLog(folder, t.steps, make_trackers(folder, t, cfg.model_dump(mode="json")))
                     if self.rank == 0 else None)
         self.spec = rollout_sampling(cfg)
+        self.ahead_pool = (ThreadPoolExecutor(1, thread_name_prefix="rollouts-ahead")
+                           if t.async_rollouts and self.rank == 0 else None)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -131,11 +137,14 @@ class GrpoTrainer:
         if start == 0 and self.rank == 0 and self.val:  # the learning curve starts at the initial weights
             timings: dict[str, float] = {}
             self.log.write(0, {**self.evaluate(0, timings), **_timed(timings)})
+        ready = None  # step's rollouts when they were sampled during the step before (`train.async_rollouts`)
         for step in range(start, self.cfg.train.steps):
             timings: dict[str, float] = {}
-            batch = self.rollout(step, timings) if self.rank == 0 else None
+            batch = (ready or self.rollout(step, step, timings)) if self.rank == 0 else None
             batch, rollout_metrics = _broadcast(batch, self.rank)
+            ahead = self.sample_ahead(step + 1)
             metrics = self.update(batch, timings)
+            ready = self.wait_ahead(ahead, timings)  # before the sync: actors change weights between calls only
             self.push_weights(version=step + 1, timings=timings)
             self.refresh_reference(step + 1)
             metrics = {**rollout_metrics, **metrics, **self.evaluate(step + 1, timings), **_timed(timings), **resumed}
@@ -143,25 +152,49 @@ class GrpoTrainer:
             resumed = {}
         if self.rank == 0:
             self.log.close()
+        if self.ahead_pool is not None:
+            self.ahead_pool.shutdown()
 
-    def rollout(self, step: int, timings: dict):
+    def sample_ahead(self, step: int) -> Future | None:
+        """Rank 0 with `train.async_rollouts`: start sampling step `step`'s groups in a thread with the
+        weights the actors hold now (version `step - 1`), to overlap the update of step `step - 1`."""
+        if self.ahead_pool is None or step >= self.cfg.train.steps:
+            return None
+        return self.ahead_pool.submit(self.rollout, step, step - 1, {})
+
+    @staticmethod
+    def wait_ahead(ahead: Future | None, timings: dict):
+        """The rollouts `sample_ahead` started; the wait for them is timed as `generate`: the part
+        of their generation that the update did not hide."""
+        if ahead is None:
+            return None
+        t0 = time.perf_counter()
+        rollouts = ahead.result()
+        timings["generate"] = time.perf_counter() - t0
+        return rollouts
+
+    def rollout(self, step: int, version: int, timings: dict):
+        """Step `step`'s groups sampled by actors holding weights `version` (`step`, or `step - 1`
+        with `train.async_rollouts`), scored, with their metrics."""
         questions = self.stream.batch(step)
         prompts, n = group_prompts(questions, self.spec.n, self.cfg.rollout.rotate_options)
         t0 = time.perf_counter()
         sampled, gen = generate_on_actors(self.actors, [q.messages for q in prompts],
                                           step_sampling(self.spec.model_copy(update={"n": n}), self.cfg.seed, step),
-                                          version=step, recover=self.sync.catch_up)
+                                          version=version, recover=self.sync.catch_up)
         timings["generate"] = time.perf_counter() - t0
         completions, shown = regroup(prompts, sampled, self.spec.n)
         scored = score_rollouts(shown, completions, self.rewards, self.cfg.algorithm, self.answer_weights)
         timings["score"] = scored.metrics.pop("score_seconds")
         scored.metrics["generate_tokens_per_s"] = gen["tokens_per_s"]
         scored.metrics["generate_tokens"] = gen["tokens"]
+        scored.metrics["generate_seconds"] = gen["seconds"]  # the call's own, overlapped with training or not
         scored.metrics["actor_restarts"] = gen["actor_restarts"]
         scored.metrics["completions"] = sum(len(group) for group in completions)
         scored.metrics["data_position"] = self.stream.position(step + 1)
         scored.metrics["batch"] = batch_fingerprint(questions)
-        scored.metrics["weight_version"] = step
+        scored.metrics["weight_version"] = version
+        scored.metrics["policy_lag"] = step - version  # optimizer steps between the sampling weights and the update's
         return scored, scored.metrics
 
     def update(self, scored, timings: dict) -> dict:

@@ -60,8 +60,10 @@ def standalone_generation(cfg, questions_dir: str, steps: int) -> dict:
 
 def summarize(records: list[dict]) -> dict:
     """Means over the steps after the first. A step whose groups all had one reward trains nothing
-    (`algorithm.filter_zero_variance`): its train time counts as 0, and it has no train tokens/s."""
-    steady = records[1:] or records
+    (`algorithm.filter_zero_variance`): its train time counts as 0, and it has no train tokens/s.
+    With `train.async_rollouts` the generate phase is the wait for the next step's rollouts after the
+    update (what training did not hide); the last step samples nothing ahead and is left out."""
+    steady = [r for r in records[1:] if "time_generate_s" in r] or records
     trained = [r for r in steady if "tokens" in r]  # per worker (ranks averaged)
     phase = {p: statistics.mean(r.get(f"time_{p}_s", 0.0) for r in steady) for p in PHASES}
     step_s = sum(phase.values())
@@ -69,8 +71,9 @@ def summarize(records: list[dict]) -> dict:
     return {"phase_s": phase, "step_s": step_s, "sync_share": phase["sync"] / step_s, "sync_parts_s": sync_parts,
             "completions_per_s": statistics.mean(r["completions"] for r in steady) / step_s,  # issue 15's measure
             "loop_generate_tokens_per_s": sum(r["generate_tokens"] for r in steady)
-            / sum(r["time_generate_s"] for r in steady),  # all tokens / all seconds, as the standalone's
-            "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["time_generate_s"]} for r in steady],
+            / sum(r["generate_seconds"] for r in steady),  # all tokens / all seconds of the calls, as the standalone's
+            "policy_lag": max(r.get("policy_lag", 0) for r in steady),
+            "loop_steps": [{"tokens": r["generate_tokens"], "seconds": r["generate_seconds"]} for r in steady],
             "completion_length": [r["completion_length"] for r in steady],
             "train_tokens_per_s": statistics.mean([r["tokens"] / max(r["time_train_s"], 1e-9) for r in trained] or [0.0]),
             "steps_without_update": len(steady) - len(trained),
