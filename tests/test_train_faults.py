@@ -193,6 +193,25 @@ def test_rollout_actor_killed_mid_generation(tiny_model_dir, questions, uninterr
     record_recovery("rollout actor killed while generating step 2", "vLLM rollout actor, SIGKILL", killed_at, tmp_path, uninterrupted)
 
 
+def test_rollout_actor_killed_during_an_asynchronous_look_ahead(tiny_model_dir, questions, tmp_path):
+    """`train.async_rollouts`: the actor dies while it samples the next step's groups beside the
+    update. The look-ahead thread recovers it with the weights that sampling expects (one step
+    behind), samples its prompts again, and the run ends with every step, one step off policy."""
+    cfg = load_config("quickstart", [*_settings(tmp_path, tiny_model_dir, questions), "train.async_rollouts=true",
+                                     "algorithm.tis_cap=2"])
+    run = TrainingThread(cfg)
+    run.start()
+    wait_for(lambda: len(records(tmp_path)) >= 1, 600, "step 1")
+    actor = wait_for(lambda: faults.find_processes("rollout_actor"), 60, "the rollout actor")[0]
+    wait_for(lambda: busy(actor.pid), 120, "the actor to sample ahead", every=0)
+    faults.kill_process(actor)
+    run.finish()
+    got = records(tmp_path)
+    assert [(r["step"], r["policy_lag"]) for r in got] == [(s, int(s > 1)) for s in range(1, STEPS + 1)]
+    assert [r["weight_version"] for r in got] == [0, 0, 1, 2]
+    assert sum(r["actor_restarts"] for r in got) == 1  # the kill hit a look-ahead, which was redone
+
+
 def test_driver_killed_then_resumed(ray_local, tiny_model_dir, questions, uninterrupted, tmp_path):
     """`creason train` is SIGKILLed after its step-2 checkpoint; `--resume` finishes the run exactly."""
     gcs = ray.get_runtime_context().gcs_address
