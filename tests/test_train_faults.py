@@ -175,18 +175,25 @@ def test_training_worker_killed_mid_step(tiny_model_dir, questions, uninterrupte
     record_recovery("training worker killed during step 3", "Ray Train worker (rank 1 of 2), SIGKILL", killed_at, tmp_path, uninterrupted)
 
 
-def test_rollout_actor_killed_mid_generation(tiny_model_dir, questions, uninterrupted, tmp_path):
-    """Ray restarts the actor; it gets the current weights before it samples again, and the prompts
-    it held are sampled again: none lost, none scored twice."""
-    cfg = _config(tmp_path, tiny_model_dir, questions)
+def kill_the_actor_while_it_samples_after_step_1(cfg, out: Path) -> float:
+    """Run `cfg`; once step 1 is recorded, SIGKILL the rollout actor while it samples (step 2, or
+    the look-ahead of step 3 under `train.async_rollouts`); wait for the run to end. Returns the
+    kill's time."""
     run = TrainingThread(cfg)
     run.start()
-    wait_for(lambda: len(records(tmp_path)) >= 1, 600, "step 1")
+    wait_for(lambda: len(records(out)) >= 1, 600, "step 1")
     actor = wait_for(lambda: faults.find_processes("rollout_actor"), 60, "the rollout actor")[0]
-    wait_for(lambda: busy(actor.pid), 120, "the actor to generate step 2", every=0)
+    wait_for(lambda: busy(actor.pid), 120, "the actor to sample", every=0)
     faults.kill_process(actor)
     killed_at = time.time()
     run.finish()
+    return killed_at
+
+
+def test_rollout_actor_killed_mid_generation(tiny_model_dir, questions, uninterrupted, tmp_path):
+    """Ray restarts the actor; it gets the current weights before it samples again, and the prompts
+    it held are sampled again: none lost, none scored twice."""
+    killed_at = kill_the_actor_while_it_samples_after_step_1(_config(tmp_path, tiny_model_dir, questions), tmp_path)
     got = assert_same_run(tmp_path, uninterrupted)
     assert sum(r["actor_restarts"] for r in got) == 1  # the kill hit a generation, which was redone
     assert got[1]["actor_restarts"] == 1 and got[1]["mismatch"] < 1e-2  # the restarted actor sampled with the step's weights
@@ -197,15 +204,8 @@ def test_rollout_actor_killed_during_an_asynchronous_look_ahead(tiny_model_dir, 
     """`train.async_rollouts`: the actor dies while it samples the next step's groups beside the
     update. The look-ahead thread recovers it with the weights that sampling expects (one step
     behind), samples its prompts again, and the run ends with every step, one step off policy."""
-    cfg = load_config("quickstart", [*_settings(tmp_path, tiny_model_dir, questions), "train.async_rollouts=true",
-                                     "algorithm.tis_cap=2"])
-    run = TrainingThread(cfg)
-    run.start()
-    wait_for(lambda: len(records(tmp_path)) >= 1, 600, "step 1")
-    actor = wait_for(lambda: faults.find_processes("rollout_actor"), 60, "the rollout actor")[0]
-    wait_for(lambda: busy(actor.pid), 120, "the actor to sample ahead", every=0)
-    faults.kill_process(actor)
-    run.finish()
+    kill_the_actor_while_it_samples_after_step_1(load_config("quickstart", [
+        *_settings(tmp_path, tiny_model_dir, questions), "train.async_rollouts=true", "algorithm.tis_cap=2"]), tmp_path)
     got = records(tmp_path)
     assert [(r["step"], r["policy_lag"]) for r in got] == [(s, int(s > 1)) for s in range(1, STEPS + 1)]
     assert [r["weight_version"] for r in got] == [0, 0, 1, 2]
