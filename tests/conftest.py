@@ -64,6 +64,18 @@ def tiny_model_dir(smollm2_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_question_set(ray_local, tmp_path_factory) -> Path:
+    """The question folder of a 400-patient synthetic registry (the quickstart's settings otherwise),
+    built once for every test that trains or warms up on it via `train.questions_dir`."""
+    from creason.config import load_config
+    from creason.data.pipeline import build_question_set
+
+    out = tmp_path_factory.mktemp("small-question-set")
+    build_question_set(load_config("quickstart", [f"output_dir={out}", "data.num_patients=400", "data.block_size=200"]))
+    return out / "questions"
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A local S3-compatible server (moto in server mode, a real HTTP endpoint) and the environment
     that points S3 clients (pyarrow's among them) at it."""

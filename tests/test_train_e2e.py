@@ -1,6 +1,7 @@
 """End to end: 2 GRPO steps with a real vLLM rollout actor and 2 Ray Train workers running
-DeepSpeed on a tiny model; then a resume that must run step 3 on the batch an uninterrupted run
-would have drawn."""
+DeepSpeed on a tiny model, the top block trained and synced alone; then a resume that must run
+step 3 on the batch an uninterrupted run would have drawn. Whole-model training and sync run end
+to end in tests/test_train_faults.py, tests/test_storage_e2e.py and tests/test_cluster_jobs.py."""
 
 import json
 from pathlib import Path
@@ -10,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from creason.config import load_config
-from creason.data.pipeline import build_question_set
 from creason.train.checkpoint import latest_checkpoint
 from creason.data.schema import load_questions
 from creason.train.data import PromptStream, batch_fingerprint
@@ -19,8 +19,8 @@ from creason.train.run import train
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _config(out: Path, model: Path, steps: int, extra: tuple[str, ...] = ()):
-    return load_config("quickstart", [*_overrides(out, model, steps), *extra])
+def _config(out: Path, model: Path, questions: Path, steps: int, extra: tuple[str, ...] = ()):
+    return load_config("quickstart", [*_overrides(out, model, steps), f"train.questions_dir={questions}", *extra])
 
 
 def _overrides(out: Path, model: Path, steps: int) -> list[str]:
@@ -38,10 +38,9 @@ def _overrides(out: Path, model: Path, steps: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(ray_local, tiny_model_dir, tmp_path_factory):
+def first_run(tiny_model_dir, small_question_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo")
-    cfg = _config(out, tiny_model_dir, steps=2)
-    build_question_set(cfg)
+    cfg = _config(out, tiny_model_dir, small_question_set, steps=2, extra=("train.trainable_layers=1", "train.lr=1e-2"))
     result = train(cfg)
     return cfg, out, result
 
@@ -66,10 +65,11 @@ def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
             assert r[f"time_{phase}_s"] >= 0
         assert r["generate_tokens"] == round(r["completion_length"] * r["completions"])  # every sampled token counted
         assert r["answer_weight_mean"] > 0  # algorithm.answer_balance: the training questions' weights reached scoring
-    policy = latest_checkpoint(result.checkpoint.path) / "policy"
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
-    after = load_file(str(policy / "model.safetensors"))
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    after = load_file(str(latest_checkpoint(result.checkpoint.path) / "policy" / "model.safetensors"))
+    top = max(int(k.split(".")[2]) for k in before if k.startswith("model.layers."))
+    moved = sorted({k.split(".")[2] for k in before if k.startswith("model.layers.") and not torch.equal(before[k], after[k])})
+    assert moved == [str(top)]  # train.trainable_layers=1: the top block alone
 
 
 def test_validation_accuracy_every_eval_every_steps(first_run):
@@ -88,13 +88,21 @@ def test_validation_accuracy_every_eval_every_steps(first_run):
         assert kinds and all(0.0 <= record[k] <= 1.0 for k in kinds)
 
 
-def test_rollouts_after_sync_use_the_new_weights(first_run):
-    """Step 2 samples after the first sync: vLLM's log-probs must match the trainer's updated
-    policy (mismatch ~ numerical noise), which they would not with the old weights."""
-    _, out, _ = first_run
+def test_rollouts_after_sync_use_the_new_weights(first_run, tiny_model_dir):
+    """Step 2 samples after the first sync, which sent the top block and the final norm alone:
+    vLLM's log-probs must match the trainer's updated policy (mismatch at float noise), far below
+    the change that training made, which they would not with the old weights."""
+    from transformers import AutoModelForCausalLM
+
+    _, out, result = first_run
     step2 = _records(out)[1]
-    assert step2["weight_version"] == 1
-    assert step2["mismatch"] < 1e-2
+    policy = latest_checkpoint(result.checkpoint.path) / "policy"
+    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
+        trained = AutoModelForCausalLM.from_pretrained(policy)(input_ids=tokens).logits.log_softmax(-1)
+    change = (trained - base).abs().mean().item()
+    assert step2["weight_version"] == 1 and step2["mismatch"] < change / 10, (step2["mismatch"], change)
 
 
 def test_checkpoint_is_a_hugging_face_folder(first_run):
@@ -113,13 +121,13 @@ def test_resume_runs_step_three_on_the_uninterrupted_batch(first_run):
     train(cfg, resume=True)
     records = _records(out)
     assert [r["step"] for r in records] == [1, 2, 3]
-    stream = PromptStream(load_questions(out / "questions", "train", ["masked_value"]), 2, cfg.seed)
+    stream = PromptStream(load_questions(cfg.train.questions_dir, "train", ["masked_value"]), 2, cfg.seed)
     assert records[2]["batch"] == batch_fingerprint(stream.batch(2))
     assert records[2]["data_position"] == 6
 
 
 @pytest.mark.parametrize("sync, top", [("adapter", None), ("merged", 1)])
-def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, tmp_path, sync, top):
+def test_lora_trains_adapters_and_rollouts_run_them(tiny_model_dir, small_question_set, tmp_path, sync, top):
     """model.lora: the adapters train (the checkpoint's adapter/ is a PEFT folder and its policy/
     the merged model, which has moved from the base); vLLM samples step 2 with step 1's adapters,
     run by its LoRA kernels (`sync: adapter`) or merged into its weights (`sync: merged`): mismatch
@@ -131,10 +139,9 @@ def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, t
 
     from creason.models.lora import is_adapter_folder
 
-    cfg = _config(tmp_path, tiny_model_dir, steps=2,
+    cfg = _config(tmp_path, tiny_model_dir, small_question_set, steps=2,
                   extra=("model.lora.rank=8", f"model.lora.sync={sync}", "train.lr=5e-2", "algorithm.beta=0",
                          "train.eval_every=0", f"train.trainable_layers={'null' if top is None else top}"))
-    build_question_set(cfg)
     result = train(cfg)
     step1, step2 = _records(tmp_path)
     checkpoint = latest_checkpoint(result.checkpoint.path)
@@ -152,46 +159,19 @@ def test_lora_trains_adapters_and_rollouts_run_them(ray_local, tiny_model_dir, t
     assert step2["weight_version"] == 1 and step2["mismatch"] < moved / 10, (step2["mismatch"], moved)
 
 
-def test_rollouts_run_the_trainable_weights_synced_alone(ray_local, tiny_model_dir, tmp_path):
-    """`train.trainable_layers=1`: a sync after the first sends the top block and the final norm
-    alone. vLLM then samples step 2 with step 1's weights all the same: mismatch at float noise,
-    far below the change that training made to the top block, the only one that moved."""
-    from transformers import AutoModelForCausalLM
-
-    cfg = _config(tmp_path, tiny_model_dir, steps=2,
-                  extra=("train.trainable_layers=1", "train.lr=1e-2", "algorithm.beta=0", "train.eval_every=0",
-                         "train.num_workers=1"))
-    build_question_set(cfg)
-    result = train(cfg)
-    step1, step2 = _records(tmp_path)
-    policy = latest_checkpoint(result.checkpoint.path) / "policy"
-    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
-    after = load_file(str(policy / "model.safetensors"))
-    top = max(int(k.split(".")[2]) for k in before if k.startswith("model.layers."))
-    moved = sorted({k.split(".")[2] for k in before if k.startswith("model.layers.") and not torch.equal(before[k], after[k])})
-    assert moved == [str(top)]
-    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
-        trained = AutoModelForCausalLM.from_pretrained(policy)(input_ids=tokens).logits.log_softmax(-1)
-    change = (trained - base).abs().mean().item()
-    assert step2["weight_version"] == 1 and step2["mismatch"] < change / 10, (step2["mismatch"], change)
-
-
-def test_async_rollouts_sample_the_next_step_during_the_update(ray_local, tiny_model_dir, tmp_path):
+def test_async_rollouts_sample_the_next_step_during_the_update(tiny_model_dir, small_question_set, tmp_path):
     """`train.async_rollouts`: step 1 samples on policy; steps 2 and 3 were sampled during the update
     before them, with the weights of the step before (version, lag 1), on the batches an on-policy
     run draws. Step 2's sampler ran weights 0 while the trainer held weights 1: its mismatch is the
     size of step 1's change, not float noise (it is a real look-ahead, not a sync in disguise). The
     last step samples nothing ahead, so it has no generate wait."""
-    cfg = _config(tmp_path, tiny_model_dir, steps=3,
+    cfg = _config(tmp_path, tiny_model_dir, small_question_set, steps=3,
                   extra=("train.async_rollouts=true", "algorithm.tis_cap=2", "train.trainable_layers=1", "train.lr=1e-2",
                          "algorithm.beta=0", "train.eval_every=0", "train.num_workers=1", "train.checkpoint_every=3"))
-    build_question_set(cfg)
     result = train(cfg)
     records = _records(tmp_path)
     assert [(r["step"], r["weight_version"], r["policy_lag"]) for r in records] == [(1, 0, 0), (2, 0, 1), (3, 1, 1)]
-    stream = PromptStream(load_questions(tmp_path / "questions", "train", ["masked_value"]), 2, cfg.seed)
+    stream = PromptStream(load_questions(small_question_set, "train", ["masked_value"]), 2, cfg.seed)
     assert [r["batch"] for r in records] == [batch_fingerprint(stream.batch(s)) for s in range(3)]
     assert records[1]["mismatch"] > 1e-3, records[1]["mismatch"]
     assert all("time_generate_s" in r for r in records[:2]) and "time_generate_s" not in records[2]

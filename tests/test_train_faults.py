@@ -23,7 +23,6 @@ from safetensors.torch import load_file
 
 from creason import faults
 from creason.config import load_config
-from creason.data.pipeline import build_question_set
 from creason.train.checkpoint import checkpoint_step, latest_checkpoint
 from creason.train.run import train
 
@@ -133,10 +132,8 @@ def busy(pid: int, window: float = 0.2, share: float = 0.5) -> bool:
 
 
 @pytest.fixture(scope="module")
-def questions(ray_local, tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults-questions")
-    build_question_set(load_config("quickstart", [f"output_dir={out}", "data.num_patients=400", "data.block_size=200"]))
-    return out / "questions"
+def questions(small_question_set):
+    return small_question_set
 
 
 @pytest.fixture(scope="module")

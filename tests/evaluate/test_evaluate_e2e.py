@@ -31,14 +31,10 @@ class Recording:
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, tiny_model_dir, tmp_path_factory):
-    from creason.data.pipeline import build_question_set
-
+def run(tiny_model_dir, small_question_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-e2e")
-    cfg = load_config("quickstart", [f"output_dir={out}", "data.num_patients=300", "data.block_size=300"])
-    build_question_set(cfg)
     cfg = load_config("quickstart", [
-        f"output_dir={out}", "data.num_patients=300", "data.block_size=300", f"evaluate.models=[tiny={tiny_model_dir}]",
+        f"output_dir={out}", f"evaluate.questions_dir={small_question_set}", f"evaluate.models=[tiny={tiny_model_dir}]",
         "evaluate.num_actors=1", "evaluate.precision=fp32", "evaluate.max_questions=24", "evaluate.max_new_tokens=12", "evaluate.max_model_len=1024",
         "evaluate.kv_cache_gib=0.0625", "evaluate.batch_size=8", "evaluate.bootstrap_samples=200",
     ])

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from creason.config import load_config
-from creason.data.pipeline import build_question_set, load_registry_dictionary
+from creason.data.pipeline import load_registry_dictionary
 from creason.data.synthetic import generate_block
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -29,17 +29,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tiny_model_dir, tmp_path_factory):
+def endpoint(tiny_model_dir, small_question_set, tmp_path_factory):
     """The app, started once for this file: (base URL, config)."""
     from ray import serve
 
     from creason.serve.app import app_from_config
 
     out = tmp_path_factory.mktemp("serve")
-    build_question_set(load_config("quickstart", [f"output_dir={out}", "data.num_patients=300", "data.block_size=300"]))
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    cfg = load_config("quickstart", [f"output_dir={out}", f"serve.model_path={tiny_model_dir}", f"serve.api_key={KEY}",
+    cfg = load_config("quickstart", [f"output_dir={out}", f"serve.questions_dir={small_question_set}",
+                                     f"serve.model_path={tiny_model_dir}", f"serve.api_key={KEY}",
                                      "serve.kv_cache_gib=0.0625", "serve.max_model_len=1024", "serve.cpus_per_replica=1",
                                      "serve.min_replicas=1", "serve.max_replicas=1", *LIMITS])
     try:

@@ -118,32 +118,30 @@ def answerer_never_called(model_path, questions):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize("answers", ["own", "ground_truth"])
-def test_warmup_stage_end_to_end(ray_local, tiny_model_dir, tmp_path, answers):
-    from creason.data.pipeline import build_question_set
+def test_warmup_stage_end_to_end(tiny_model_dir, small_question_set, tmp_path, answers):
     from creason.data.schema import load_questions
     from creason.train.warmup import run_warmup
 
     cfg = load_config("quickstart", [
-        f"output_dir={tmp_path}", "data.num_patients=300", "data.block_size=150", f"model.path={tiny_model_dir}",
+        f"output_dir={tmp_path}", f"train.questions_dir={small_question_set}", f"model.path={tiny_model_dir}",
         "evaluate.num_actors=1", "evaluate.max_model_len=1536", "evaluate.kv_cache_gib=0.25",
         "train.cpus_per_worker=0.5", "train.threads_per_worker=1", "train.trainable_layers=1",
         "warmup.questions=6", "warmup.batch_size=3", "warmup.micro_batch_size=2", "warmup.epochs=2", "warmup.lr=1e-2",
         f"warmup.answers={answers}", f"warmup.state_answer={answers == 'ground_truth'}",
         f"warmup.mixed_precision={'auto' if answers == 'ground_truth' else 'no'}",  # the learning recipe's warm-up
     ])
-    build_question_set(cfg)
     summary = run_warmup(cfg, answerer=answerer_never_called if answers == "ground_truth" else None)
     assert summary["steps"] == 4 and summary["loss_last"] < summary["loss_first"]
     assert sum(summary["letters"].values()) == 6 and summary["answers"] == answers
     assert summary["mixed_precision"] == ("bf16" if answers == "ground_truth" and native_bf16() else "no")
     if answers == "ground_truth":  # supervised: every boxed letter is the right one, its text stated first
         assert summary["letters_right"] == 1.0 and summary["forced_letters"] == {}
-        first = load_questions(tmp_path / "questions", "train", cfg.train.question_kinds, 6, cfg.seed)[0]
+        first = load_questions(small_question_set, "train", cfg.train.question_kinds, 6, cfg.seed)[0]
         assert first.question_id == summary["question_ids"][0]
         assert summary["first_completion"].startswith(f"{first.answer_text} \\boxed{{{first.ground_truth}}}")
     splits = {}
     for split in ("train", "validation", "test"):
-        info = pq.read_table(tmp_path / "questions" / split, columns=["extra_info"]).column("extra_info").to_pylist()
+        info = pq.read_table(small_question_set / split, columns=["extra_info"]).column("extra_info").to_pylist()
         splits[split] = {(x["question_id"], x["patient"]) for x in info}
     used = set(summary["question_ids"])
     train_ids = {qid for qid, _ in splits["train"]}
