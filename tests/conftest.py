@@ -66,7 +66,7 @@ def tiny_model_dir(smollm2_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_question_set(ray_local, tmp_path_factory) -> Path:
     """The question folder of a 400-patient synthetic registry (the quickstart's settings otherwise),
-    built once for every test that trains or warms up on it via `train.questions_dir`."""
+    built once for the tests that train, warm up, evaluate or serve on it (`*.questions_dir`)."""
     from creason.config import load_config
     from creason.data.pipeline import build_question_set
 

@@ -132,15 +132,10 @@ def busy(pid: int, window: float = 0.2, share: float = 0.5) -> bool:
 
 
 @pytest.fixture(scope="module")
-def questions(small_question_set):
-    return small_question_set
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_model_dir, questions, tmp_path_factory):
+def uninterrupted(tiny_model_dir, small_question_set, tmp_path_factory):
     """The run every faulty run must end like: (metrics records, final weights digest)."""
     out = tmp_path_factory.mktemp("faults-baseline")
-    train(_config(out, tiny_model_dir, questions))
+    train(_config(out, tiny_model_dir, small_question_set))
     return records(out), weights_digest(out)
 
 
@@ -158,9 +153,9 @@ def assert_same_run(out: Path, uninterrupted) -> list[dict]:
     return got
 
 
-def test_training_worker_killed_mid_step(tiny_model_dir, questions, uninterrupted, tmp_path):
+def test_training_worker_killed_mid_step(tiny_model_dir, small_question_set, uninterrupted, tmp_path):
     """Ray Train restarts the worker group from the step-2 checkpoint; step 3 is redone once."""
-    cfg = _config(tmp_path, tiny_model_dir, questions)
+    cfg = _config(tmp_path, tiny_model_dir, small_question_set)
     run = TrainingThread(cfg)
     run.start()
     wait_for(lambda: registered_step(tmp_path) == 2, 600, "Ray Train to register the step-2 checkpoint")
@@ -187,32 +182,32 @@ def kill_the_actor_while_it_samples_after_step_1(cfg, out: Path) -> float:
     return killed_at
 
 
-def test_rollout_actor_killed_mid_generation(tiny_model_dir, questions, uninterrupted, tmp_path):
+def test_rollout_actor_killed_mid_generation(tiny_model_dir, small_question_set, uninterrupted, tmp_path):
     """Ray restarts the actor; it gets the current weights before it samples again, and the prompts
     it held are sampled again: none lost, none scored twice."""
-    killed_at = kill_the_actor_while_it_samples_after_step_1(_config(tmp_path, tiny_model_dir, questions), tmp_path)
+    killed_at = kill_the_actor_while_it_samples_after_step_1(_config(tmp_path, tiny_model_dir, small_question_set), tmp_path)
     got = assert_same_run(tmp_path, uninterrupted)
     assert sum(r["actor_restarts"] for r in got) == 1  # the kill hit a generation, which was redone
     assert got[1]["actor_restarts"] == 1 and got[1]["mismatch"] < 1e-2  # the restarted actor sampled with the step's weights
     record_recovery("rollout actor killed while generating step 2", "vLLM rollout actor, SIGKILL", killed_at, tmp_path, uninterrupted)
 
 
-def test_rollout_actor_killed_during_an_asynchronous_look_ahead(tiny_model_dir, questions, tmp_path):
+def test_rollout_actor_killed_during_an_asynchronous_look_ahead(tiny_model_dir, small_question_set, tmp_path):
     """`train.async_rollouts`: the actor dies while it samples the next step's groups beside the
     update. The look-ahead thread recovers it with the weights that sampling expects (one step
     behind), samples its prompts again, and the run ends with every step, one step off policy."""
     kill_the_actor_while_it_samples_after_step_1(load_config("quickstart", [
-        *_settings(tmp_path, tiny_model_dir, questions), "train.async_rollouts=true", "algorithm.tis_cap=2"]), tmp_path)
+        *_settings(tmp_path, tiny_model_dir, small_question_set), "train.async_rollouts=true", "algorithm.tis_cap=2"]), tmp_path)
     got = records(tmp_path)
     assert [(r["step"], r["policy_lag"]) for r in got] == [(s, int(s > 1)) for s in range(1, STEPS + 1)]
     assert [r["weight_version"] for r in got] == [0, 0, 1, 2]
     assert sum(r["actor_restarts"] for r in got) == 1  # the kill hit a look-ahead, which was redone
 
 
-def test_driver_killed_then_resumed(ray_local, tiny_model_dir, questions, uninterrupted, tmp_path):
+def test_driver_killed_then_resumed(ray_local, tiny_model_dir, small_question_set, uninterrupted, tmp_path):
     """`creason train` is SIGKILLed after its step-2 checkpoint; `--resume` finishes the run exactly."""
     gcs = ray.get_runtime_context().gcs_address
-    args = [a for s in [*_settings(tmp_path, tiny_model_dir, questions), f"ray.address={gcs}"] for a in ("--set", s)]
+    args = [a for s in [*_settings(tmp_path, tiny_model_dir, small_question_set), f"ray.address={gcs}"] for a in ("--set", s)]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     driver = subprocess.Popen([sys.executable, "-m", "creason.cli", "train", "--config", "quickstart", *args], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -226,7 +221,7 @@ def test_driver_killed_then_resumed(ray_local, tiny_model_dir, questions, uninte
             driver.kill()
     wait_for(lambda: not faults.find_processes("train_worker") and not faults.find_processes("rollout_actor"), 120,
              "Ray to clean up the dead driver's workers and actors", every=1)
-    train(_config(tmp_path, tiny_model_dir, questions), resume=True)
+    train(_config(tmp_path, tiny_model_dir, small_question_set), resume=True)
     got = assert_same_run(tmp_path, uninterrupted)
     assert got[2].get("resumed_from") == 2
     record_recovery("driver killed after the step-2 checkpoint, then --resume", "`creason train` process, SIGKILL",
