@@ -54,6 +54,18 @@ def _records(out: Path) -> list[dict]:
     return [r for r in _all_records(out) if r["step"] > 0]
 
 
+def _logprob_change(base: Path, trained: Path) -> float:
+    """Mean absolute change of the log-probabilities two Hugging Face folders give 16 fixed random
+    tokens: the size of what training did, against which a sync's mismatch must be float noise."""
+    from transformers import AutoModelForCausalLM
+
+    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = AutoModelForCausalLM.from_pretrained(base)(input_ids=tokens).logits.log_softmax(-1)
+        after = AutoModelForCausalLM.from_pretrained(trained)(input_ids=tokens).logits.log_softmax(-1)
+    return (after - before).abs().mean().item()
+
+
 def test_two_steps_train_and_change_weights(first_run, tiny_model_dir):
     cfg, out, result = first_run
     records = _records(out)
@@ -92,16 +104,9 @@ def test_rollouts_after_sync_use_the_new_weights(first_run, tiny_model_dir):
     """Step 2 samples after the first sync, which sent the top block and the final norm alone:
     vLLM's log-probs must match the trainer's updated policy (mismatch at float noise), far below
     the change that training made, which they would not with the old weights."""
-    from transformers import AutoModelForCausalLM
-
     _, out, result = first_run
     step2 = _records(out)[1]
-    policy = latest_checkpoint(result.checkpoint.path) / "policy"
-    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
-        trained = AutoModelForCausalLM.from_pretrained(policy)(input_ids=tokens).logits.log_softmax(-1)
-    change = (trained - base).abs().mean().item()
+    change = _logprob_change(tiny_model_dir, latest_checkpoint(result.checkpoint.path) / "policy")
     assert step2["weight_version"] == 1 and step2["mismatch"] < change / 10, (step2["mismatch"], change)
 
 
@@ -134,9 +139,6 @@ def test_lora_trains_adapters_and_rollouts_run_them(tiny_model_dir, small_questi
     at float noise, far below the change the step made. With `train.trainable_layers` only the top
     blocks' adapters move (B starts at zero, so the others stay zero). Two runs cover both syncs and
     both block settings (each run takes 40-50 s on 2 cores)."""
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
-
     from creason.models.lora import is_adapter_folder
 
     cfg = _config(tmp_path, tiny_model_dir, small_question_set, steps=2,
@@ -150,11 +152,7 @@ def test_lora_trains_adapters_and_rollouts_run_them(tiny_model_dir, small_questi
     blocks = sorted({int(k.split(".layers.")[1].split(".")[0]) for k in b})
     moved_blocks = sorted({int(k.split(".layers.")[1].split(".")[0]) for k, v in b.items() if v.abs().max() > 0})
     assert moved_blocks == (blocks if top is None else blocks[-top:]), (moved_blocks, blocks)
-    tokens = torch.randint(5, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=tokens).logits.log_softmax(-1)
-        trained = AutoModelForCausalLM.from_pretrained(checkpoint / "policy")(input_ids=tokens).logits.log_softmax(-1)
-    moved = (trained - base).abs().mean().item()
+    moved = _logprob_change(tiny_model_dir, checkpoint / "policy")
     assert moved > 1e-3
     assert step2["weight_version"] == 1 and step2["mismatch"] < moved / 10, (step2["mismatch"], moved)
 
