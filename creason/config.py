@@ -114,7 +114,8 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster (default: all).")
     include_dashboard: bool = Field(
         True, description="Start Ray's dashboard with a locally started cluster. Its processes poll all the time: on "
-        "2 cores, off made 2 question-building workers 1.66x one instead of 1.48x (docs/benchmarks.md)."
+        "2 cores, off made 2 question-building workers 1.66x one instead of 1.48x (docs/benchmarks.md). Off, the "
+        "cluster's State API port is one that nothing serves, so no other cluster's dashboard answers for it."
     )
     data_concurrency: int = Field(2, ge=1, description="Parallel Ray Data workers per stage.")
 

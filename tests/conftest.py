@@ -14,13 +14,15 @@ def ray_local():
     """One local Ray cluster for the whole session (starting one costs ~10 s)."""
     import ray
 
+    from creason.raycluster import local_cluster_options
+
     if not ray.is_initialized():
         # Workers import test-only helpers (e.g. a reward by dotted path) from the repository root.
         root = str(Path(__file__).resolve().parents[1])
+        options = local_cluster_options(include_dashboard=False, num_cpus=2)
+        options["runtime_env"]["env_vars"] = {"PYTHONPATH": root}
         # address="local": a new cluster, never one that `ray start` left running on this machine
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": root},
-                              "worker_process_setup_hook": "creason.raycluster.quiet_state_api_warnings"})
+        ray.init(address="local", logging_level="ERROR", **options)
     yield ray
     ray.shutdown()
 

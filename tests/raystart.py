@@ -121,3 +121,35 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 10) -> None:
                 pass
         if all(proc.poll() is not None for proc in procs):
             return
+
+
+@contextmanager
+def another_cluster_with_a_dashboard(timeout: float = 120):
+    """A second local Ray cluster on this machine with its dashboard (at Ray's default port 8265
+    when that is free), as a user's notebook or another `creason` command would start. Yields the
+    time its dashboard first answered; stopped (`ray.shutdown`) when the block ends."""
+    import httpx
+
+    script = ("import sys, ray; c = ray.init(address='local', num_cpus=1, include_dashboard=True, logging_level='ERROR'); "
+              "print('UP', c.dashboard_url, flush=True); sys.stdin.read(); ray.shutdown()")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=cli_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert line[:1] == ["UP"], f"the second cluster did not start (exit code {proc.poll()})"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"http://{line[1]}/api/version", timeout=5)  # any answer (token auth: 401)
+                break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"the second cluster's dashboard at {line[1]} never answered"
+            time.sleep(0.5)
+        yield time.time()
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

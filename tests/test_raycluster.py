@@ -1,5 +1,7 @@
 """Connecting to Ray: options of a cluster that creason starts itself."""
 
+import re
+import socket
 import subprocess
 import sys
 
@@ -19,6 +21,8 @@ print("DASHBOARD", any(n.startswith("ray-dashboard-") for n in names))  # its mo
 print("RAYLET", "raylet" in names)
 cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 print("CLEANER_LEVEL", ray.get(ray.remote(lambda: __import__("logging").getLogger(cleaner).level).remote()))
+from ray.dashboard.utils import get_address_for_submission_client
+print("STATE_API", ray.get(ray.remote(lambda: get_address_for_submission_client(None)).remote()))
 """
 
 
@@ -31,3 +35,10 @@ def test_a_local_cluster_without_dashboard_starts_none():
     assert "DASHBOARD False" in out.stdout
     # workers quiet Ray Train's placement-group cleaner, which asks the dashboard's State API every second
     assert "CLEANER_LEVEL 40" in out.stdout
+    # its workers' State API requests go to a port nothing serves, not to 8265, where another
+    # cluster's dashboard would answer that the run's controller does not exist
+    url = re.search(r"STATE_API (\S+)", out.stdout).group(1)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    assert port != "8265"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5)

@@ -25,6 +25,7 @@ from creason import faults
 from creason.config import load_config
 from creason.train.checkpoint import checkpoint_step, latest_checkpoint
 from creason.train.run import train
+from tests.raystart import another_cluster_with_a_dashboard
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -132,11 +133,26 @@ def busy(pid: int, window: float = 0.2, share: float = 0.5) -> bool:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_model_dir, small_question_set, tmp_path_factory):
-    """The run every faulty run must end like: (metrics records, final weights digest)."""
+def uninterrupted(ray_local, tiny_model_dir, small_question_set, tmp_path_factory):
+    """The run every faulty run must end like: (metrics records, final weights digest). After step
+    1, another Ray cluster with a dashboard starts beside it (the session's has none):
+    Ray Train once asked that dashboard whether this run's controller lived, heard "no such actor",
+    and killed the training workers (`creason.raycluster.local_cluster_options`). Here the same 2
+    workers must live through the run."""
     out = tmp_path_factory.mktemp("faults-baseline")
-    train(_config(out, tiny_model_dir, small_question_set))
-    return records(out), weights_digest(out)
+    run = TrainingThread(_config(out, tiny_model_dir, small_question_set))
+    run.start()
+    wait_for(lambda: len(records(out)) >= 1, 600, "step 1")  # the workers' placement group is registered
+    workers = {p.pid for p in faults.find_processes("train_worker")}
+    with another_cluster_with_a_dashboard() as dashboard_up:
+        while run.is_alive():
+            workers |= {p.pid for p in faults.find_processes("train_worker")}
+            run.join(0.5)
+    run.finish()
+    got = records(out)
+    assert got[-1]["time"] > dashboard_up + 5  # the other dashboard answered during the run
+    assert len(workers) == 2, workers  # never restarted
+    return got, weights_digest(out)
 
 
 def assert_same_run(out: Path, uninterrupted) -> list[dict]:
