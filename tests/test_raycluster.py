@@ -22,7 +22,8 @@ print("RAYLET", "raylet" in names)
 cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 print("CLEANER_LEVEL", ray.get(ray.remote(lambda: __import__("logging").getLogger(cleaner).level).remote()))
 from ray.dashboard.utils import get_address_for_submission_client
-print("STATE_API", ray.get(ray.remote(lambda: get_address_for_submission_client(None)).remote()))
+own = ray.get_runtime_context().gcs_address  # where this cluster recorded its dashboard
+print("STATE_API", ray.get(ray.remote(lambda: get_address_for_submission_client(own)).remote()))
 """
 
 
