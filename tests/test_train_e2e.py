@@ -1,7 +1,7 @@
 """End to end: 2 GRPO steps with a real vLLM rollout actor and 2 Ray Train workers running
 DeepSpeed on a tiny model, the top block trained and synced alone; then a resume that must run
 step 3 on the batch an uninterrupted run would have drawn. Whole-model training and sync run end
-to end in tests/test_train_faults.py and tests/test_cluster_jobs.py (on object storage)."""
+to end in tests/test_train_faults.py, tests/test_storage_e2e.py and tests/test_cluster_jobs.py."""
 
 import json
 from pathlib import Path
