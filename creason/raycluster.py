@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 import ray
 
 from creason.config import RayConfig
+from creason.ports import free_port
 
 
 def connect(cfg: RayConfig) -> None:
@@ -31,15 +31,9 @@ def local_cluster_options(include_dashboard: bool, num_cpus: int | None = None) 
     port is one that nothing serves."""
     options: dict = {"include_dashboard": include_dashboard, **({"num_cpus": num_cpus} if num_cpus else {})}
     if not include_dashboard:
-        options["dashboard_port"] = _unused_port()
+        options["dashboard_port"] = free_port()
         options["runtime_env"] = {"worker_process_setup_hook": "creason.raycluster.quiet_state_api_warnings"}
     return options
-
-
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Ray Train's placement-group cleaner asks the State API, which the dashboard serves, whether the

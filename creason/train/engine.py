@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import warnings
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from creason.ports import free_port
 
 PRECISIONS = ("fp32", "bf16")
 MIXED_PRECISIONS = ("no", "bf16")
@@ -180,12 +181,6 @@ def build_deepspeed_engine(
                               mixed_precision=mixed_precision)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     return engine, scheduler
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_single_process_group() -> None:
